@@ -1,0 +1,16 @@
+//! EcoLedger's domain: money, users and wallets as cqrs-es aggregates.
+//!
+//! Everything here is deterministic: what an aggregate needs from outside (a time, an original
+//! transaction's amount) is carried in the command, so replaying events always rebuilds the same
+//! state. Business rules live in `handle`; `apply` only folds an event into state.
+
+pub mod accounts;
+pub mod money;
+pub mod user;
+pub mod wallet;
+
+pub use accounts::{Posting, SystemAccount};
+pub use money::{Amount, AmountError, Currency};
+
+/// The version every event type is written with today. Older versions are upcast on load.
+pub const EVENT_VERSION: &str = "1";

@@ -1,0 +1,42 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::events::ReversalDirection;
+use crate::money::{Amount, Currency};
+
+/// Commands carry everything the wallet needs from outside (times, an original transaction's
+/// facts), so handling stays deterministic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalletCommand {
+    OpenWallet { wallet_id: Uuid, owner_id: Uuid, currency: Currency },
+    /// Money arriving from a payment provider: `external` → wallet.
+    Deposit { transaction_id: Uuid, amount: Amount, currency: Currency, reference: String },
+    /// A payout starts: wallet → `transit`, settled later by complete or fail.
+    RequestWithdrawal {
+        withdrawal_id: Uuid,
+        amount: Amount,
+        currency: Currency,
+        reference: String,
+        destination: String,
+    },
+    /// The payout provider paid out: `transit` → `external`.
+    CompleteWithdrawal { withdrawal_id: Uuid },
+    /// The payout failed: `transit` → wallet.
+    FailWithdrawal { withdrawal_id: Uuid, reason: String },
+    /// A new posting that undoes a settled transaction against `external`.
+    Reverse {
+        reversal_id: Uuid,
+        original_transaction_id: Uuid,
+        amount: Amount,
+        direction: ReversalDirection,
+        reason: String,
+    },
+    Freeze { reason: String },
+    Unfreeze,
+    PlaceHold { hold_id: Uuid, amount: Amount, expires_at: Option<DateTime<Utc>> },
+    /// Moves part of a hold into `transit`, keyed by `capture_id` (a purchase id).
+    CaptureHold { hold_id: Uuid, capture_id: Uuid, amount: Amount },
+    ReleaseHold { hold_id: Uuid },
+    /// Expires a hold whose time has come; `now` is carried so replays stay deterministic.
+    ExpireHold { hold_id: Uuid, now: DateTime<Utc> },
+}

@@ -1,0 +1,151 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::accounts::{Account, Posting, SystemAccount};
+use crate::money::{Amount, Currency};
+
+/// Which way a reversal moves money: a deposit is undone by a debit of the wallet, a completed
+/// withdrawal by a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReversalDirection {
+    DebitWallet,
+    CreditWallet,
+}
+
+/// Wallet events. Money-moving events name their system counter-account and carry the wallet's
+/// balance after them, so a statement line needs nothing but the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum WalletEvent {
+    WalletOpened { wallet_id: Uuid, owner_id: Uuid, currency: Currency },
+    Deposited {
+        transaction_id: Uuid,
+        amount: Amount,
+        reference: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    WithdrawalRequested {
+        withdrawal_id: Uuid,
+        amount: Amount,
+        reference: String,
+        destination: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    /// Settles the payout between system accounts; the wallet's balance does not change.
+    WithdrawalCompleted { withdrawal_id: Uuid, amount: Amount },
+    WithdrawalFailed {
+        withdrawal_id: Uuid,
+        amount: Amount,
+        reason: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    TransactionReversed {
+        reversal_id: Uuid,
+        original_transaction_id: Uuid,
+        amount: Amount,
+        direction: ReversalDirection,
+        reason: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    WalletFrozen { reason: String },
+    WalletUnfrozen {},
+    HoldPlaced { hold_id: Uuid, amount: Amount, expires_at: Option<DateTime<Utc>> },
+    HoldCaptured {
+        hold_id: Uuid,
+        capture_id: Uuid,
+        amount: Amount,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+        hold_remaining: Decimal,
+    },
+    HoldReleased { hold_id: Uuid, amount: Decimal },
+    HoldExpired { hold_id: Uuid, amount: Decimal },
+}
+
+impl DomainEvent for WalletEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            WalletEvent::WalletOpened { .. } => "WalletOpened",
+            WalletEvent::Deposited { .. } => "Deposited",
+            WalletEvent::WithdrawalRequested { .. } => "WithdrawalRequested",
+            WalletEvent::WithdrawalCompleted { .. } => "WithdrawalCompleted",
+            WalletEvent::WithdrawalFailed { .. } => "WithdrawalFailed",
+            WalletEvent::TransactionReversed { .. } => "TransactionReversed",
+            WalletEvent::WalletFrozen { .. } => "WalletFrozen",
+            WalletEvent::WalletUnfrozen { .. } => "WalletUnfrozen",
+            WalletEvent::HoldPlaced { .. } => "HoldPlaced",
+            WalletEvent::HoldCaptured { .. } => "HoldCaptured",
+            WalletEvent::HoldReleased { .. } => "HoldReleased",
+            WalletEvent::HoldExpired { .. } => "HoldExpired",
+        };
+        name.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_string()
+    }
+}
+
+impl WalletEvent {
+    /// The postings this event records, for the wallet `wallet_id` in `currency`.
+    pub fn postings(&self, wallet_id: Uuid, currency: Currency) -> Vec<Posting> {
+        let wallet = Account::Wallet { wallet_id };
+        let system = |account: SystemAccount| Account::System { account };
+        let posting = |debit, credit, amount: Decimal| Posting { debit, credit, currency, amount };
+        match self {
+            WalletEvent::Deposited { amount, counter_account, .. } => {
+                vec![posting(system(*counter_account), wallet, amount.value())]
+            }
+            WalletEvent::WithdrawalRequested { amount, counter_account, .. }
+            | WalletEvent::HoldCaptured { amount, counter_account, .. } => {
+                vec![posting(wallet, system(*counter_account), amount.value())]
+            }
+            WalletEvent::WithdrawalCompleted { amount, .. } => vec![posting(
+                system(SystemAccount::Transit),
+                system(SystemAccount::External),
+                amount.value(),
+            )],
+            WalletEvent::WithdrawalFailed { amount, counter_account, .. } => {
+                vec![posting(system(*counter_account), wallet, amount.value())]
+            }
+            WalletEvent::TransactionReversed { amount, direction, counter_account, .. } => {
+                match direction {
+                    ReversalDirection::DebitWallet => {
+                        vec![posting(wallet, system(*counter_account), amount.value())]
+                    }
+                    ReversalDirection::CreditWallet => {
+                        vec![posting(system(*counter_account), wallet, amount.value())]
+                    }
+                }
+            }
+            WalletEvent::WalletOpened { .. }
+            | WalletEvent::WalletFrozen { .. }
+            | WalletEvent::WalletUnfrozen { .. }
+            | WalletEvent::HoldPlaced { .. }
+            | WalletEvent::HoldReleased { .. }
+            | WalletEvent::HoldExpired { .. } => vec![],
+        }
+    }
+
+    /// Change of the wallet's balance this event makes (credits positive).
+    pub fn balance_delta(&self, wallet_id: Uuid, currency: Currency) -> Decimal {
+        let wallet = Account::Wallet { wallet_id };
+        self.postings(wallet_id, currency).iter().fold(Decimal::ZERO, |sum, p| {
+            if p.credit == wallet {
+                sum + p.amount
+            } else if p.debit == wallet {
+                sum - p.amount
+            } else {
+                sum
+            }
+        })
+    }
+}

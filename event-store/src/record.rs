@@ -1,0 +1,101 @@
+//! Recorded events: the canonical envelope every event is stored, hashed and published as.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::{to_canonical_string, CanonicalError};
+
+/// The hash every chain starts from.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// One stored event, as readers (projectors, relay, audit) see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl RecordedEvent {
+    /// The RFC 8785 text that is hashed and stored.
+    pub fn canonical(&self) -> Result<String, CanonicalError> {
+        let envelope = serde_json::json!({
+            "stream": format!("{}/{}", self.aggregate_type, self.aggregate_id),
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": self.aggregate_id,
+            "sequence": self.sequence,
+            "position": self.position,
+            "type": self.event_type,
+            "version": self.event_version,
+            "payload": self.payload,
+            "metadata": self.metadata,
+        });
+        to_canonical_string(&envelope)
+    }
+
+    /// Parses a stored canonical text back into an event.
+    pub fn from_canonical(text: &str) -> Result<RecordedEvent, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            aggregate_type: String,
+            aggregate_id: String,
+            sequence: i64,
+            position: i64,
+            #[serde(rename = "type")]
+            event_type: String,
+            #[serde(rename = "version")]
+            event_version: String,
+            payload: Value,
+            metadata: BTreeMap<String, String>,
+        }
+        let envelope: Envelope = serde_json::from_str(text)?;
+        Ok(RecordedEvent {
+            position: envelope.position,
+            aggregate_type: envelope.aggregate_type,
+            aggregate_id: envelope.aggregate_id,
+            sequence: envelope.sequence,
+            event_type: envelope.event_type,
+            event_version: envelope.event_version,
+            payload: envelope.payload,
+            metadata: envelope.metadata,
+        })
+    }
+
+    /// When the command that produced this event ran (UTC), from its metadata.
+    pub fn occurred_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let text = self.metadata.get(crate::metadata::TIMESTAMP)?;
+        chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+    }
+}
+
+/// `SHA-256(prev_hash ‖ canonical)`: one link of a stream's chain.
+pub fn chain_hash(prev_hash: &[u8], canonical: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash);
+    hasher.update(canonical.as_bytes());
+    hasher.finalize().into()
+}
+
+/// One link of the global chain, kept by the relay in position order over event hashes.
+pub fn global_hash(prev_global: &[u8], event_hash: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_global);
+    hasher.update(event_hash);
+    hasher.finalize().into()
+}
+
+/// A message as the relay publishes it: the event and the position published before it, so
+/// a consumer can tell a gap from a repeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishedEvent {
+    pub prev_position: i64,
+    pub event: RecordedEvent,
+}

@@ -1,0 +1,226 @@
+//! The Postgres event store: loading aggregates (snapshot plus tail), reading by position,
+//! and the shared state a unit of work needs.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+
+use crate::error::StoreError;
+use crate::record::{RecordedEvent, GENESIS_HASH};
+
+/// Streams are serialised in-process through this many striped locks, so a hot wallet queues
+/// instead of failing on optimistic conflicts (a bounded table, whatever the stream count).
+const STREAM_LOCK_STRIPES: usize = 4096;
+/// How long a command waits for its stream's lock before it counts as a conflict.
+const STREAM_LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
+/// A snapshot is written once a stream has grown this many events past its last one.
+pub const SNAPSHOT_INTERVAL_DEFAULT: i64 = 100;
+/// The Postgres channel other processes' relays listen on.
+pub const WAKE_CHANNEL: &str = "ecoledger_events";
+
+/// An aggregate the store can snapshot. Bump `SNAPSHOT_VERSION` whenever the state's shape
+/// changes: older snapshots are then ignored and the stream is replayed.
+pub trait Snapshotted: Aggregate {
+    const SNAPSHOT_VERSION: i32;
+}
+
+impl Snapshotted for domain::wallet::Wallet {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
+impl Snapshotted for domain::user::User {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
+/// An aggregate as loaded: its state, the stream's head, and where its snapshot stands.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub aggregate: A,
+    pub sequence: i64,
+    pub head_hash: Vec<u8>,
+    pub snapshot_sequence: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    stripes: Vec<Arc<Mutex<()>>>,
+    /// Wakes this process's relay after a commit.
+    pub(crate) committed: Arc<Notify>,
+    /// Wakes the task that sends the debounced cross-process NOTIFY.
+    pub(crate) notify_others: Arc<Notify>,
+    pub(crate) snapshot_interval: i64,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Store {
+        Store::with_snapshot_interval(pool, SNAPSHOT_INTERVAL_DEFAULT)
+    }
+
+    pub fn with_snapshot_interval(pool: PgPool, snapshot_interval: i64) -> Store {
+        let notify_others = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
+            committed: Arc::new(Notify::new()),
+            notify_others: notify_others.clone(),
+            snapshot_interval: snapshot_interval.max(1),
+        });
+        tokio::spawn(send_debounced_notifies(pool, notify_others));
+        Store { inner }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Notified after every commit in this process (the relay's in-process wake-up).
+    pub fn commit_signal(&self) -> Arc<Notify> {
+        self.inner.committed.clone()
+    }
+
+    pub(crate) async fn lock_stream(&self, key: &str) -> Result<OwnedMutexGuard<()>, StoreError> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let stripe = self.inner.stripes[(hasher.finish() as usize) % STREAM_LOCK_STRIPES].clone();
+        tokio::time::timeout(STREAM_LOCK_WAIT_MAX, stripe.lock_owned())
+            .await
+            .map_err(|_| StoreError::Conflict)
+    }
+
+    /// Loads an aggregate from its snapshot (when `use_snapshot`) and the events after it.
+    pub async fn load<A: Snapshotted>(
+        &self,
+        conn: &mut PgConnection,
+        aggregate_id: &str,
+        use_snapshot: bool,
+    ) -> Result<Loaded<A>, StoreError> {
+        let mut loaded = match use_snapshot {
+            true => load_snapshot::<A>(conn, aggregate_id).await?,
+            false => None,
+        }
+        .unwrap_or_else(|| Loaded {
+            aggregate: A::default(),
+            sequence: 0,
+            head_hash: GENESIS_HASH.to_vec(),
+            snapshot_sequence: 0,
+        });
+        let rows = sqlx::query(
+            "SELECT sequence, canonical, prev_hash, hash FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(loaded.sequence)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let sequence: i64 = row.get(0);
+            let prev_hash: Vec<u8> = row.get(2);
+            if sequence != loaded.sequence + 1 || prev_hash != loaded.head_hash {
+                return Err(StoreError::corrupt(format!(
+                    "{}/{aggregate_id}: event {sequence} does not follow {} in the chain",
+                    A::TYPE,
+                    loaded.sequence
+                )));
+            }
+            let recorded = RecordedEvent::from_canonical(row.get(1)).map_err(StoreError::corrupt)?;
+            loaded.aggregate.apply(decode_event::<A>(&recorded)?);
+            loaded.sequence = sequence;
+            loaded.head_hash = row.get(3);
+        }
+        Ok(loaded)
+    }
+
+    /// Loads an aggregate outside any command, on a pooled connection.
+    pub async fn load_current<A: Snapshotted>(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        self.load::<A>(&mut conn, aggregate_id, true).await
+    }
+
+    /// Events with positions in `(after, up_to]`, in position order, at most `limit`.
+    /// Callers keep `up_to` at or below the relay's published watermark (or the commit-safe
+    /// horizon), so no event can later appear below what they have read.
+    pub async fn read_range(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT canonical FROM events WHERE position > $1 AND position <= $2 \
+             ORDER BY position LIMIT $3",
+        )
+        .bind(after)
+        .bind(up_to)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| RecordedEvent::from_canonical(row.get(0)).map_err(StoreError::corrupt))
+            .collect()
+    }
+
+    /// The highest position the relay has published: readers by position stop there.
+    pub async fn published_position(&self) -> Result<i64, StoreError> {
+        let position = sqlx::query_scalar("SELECT published_position FROM relay_state WHERE id = 1")
+            .fetch_one(&self.inner.pool)
+            .await?;
+        Ok(position)
+    }
+}
+
+async fn load_snapshot<A: Snapshotted>(
+    conn: &mut PgConnection,
+    aggregate_id: &str,
+) -> Result<Option<Loaded<A>>, StoreError> {
+    let row = sqlx::query(
+        "SELECT last_sequence, head_hash, state FROM snapshots \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND schema_version = $3",
+    )
+    .bind(A::TYPE)
+    .bind(aggregate_id)
+    .bind(A::SNAPSHOT_VERSION)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let state: Value = row.get(2);
+    let aggregate = serde_json::from_value(state).map_err(StoreError::corrupt)?;
+    let sequence: i64 = row.get(0);
+    Ok(Some(Loaded { aggregate, sequence, head_hash: row.get(1), snapshot_sequence: sequence }))
+}
+
+/// Turns a stored event into the aggregate's event type, upcasting older versions.
+pub fn decode_event<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, StoreError> {
+    let payload = crate::upcast::upcast(recorded)?;
+    serde_json::from_value(payload).map_err(|error| {
+        StoreError::corrupt(format!(
+            "{} {} v{} at position {}: {error}",
+            recorded.aggregate_type, recorded.event_type, recorded.event_version, recorded.position
+        ))
+    })
+}
+
+/// Sends `NOTIFY` for other processes after commits, at most once per debounce window:
+/// never inside a command's transaction, where it would serialise every commit.
+async fn send_debounced_notifies(pool: PgPool, wake: Arc<Notify>) {
+    const DEBOUNCE: Duration = Duration::from_millis(20);
+    loop {
+        wake.notified().await;
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&pool).await {
+            tracing::debug!(%error, "could not send the wake-up NOTIFY; the relays' poll covers it");
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+    }
+}

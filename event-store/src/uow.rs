@@ -1,0 +1,428 @@
+//! A unit of work: one Postgres transaction holding a command's events (the outbox), its
+//! uniqueness claims, side tables and idempotency record.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::{Postgres, Transaction};
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+use crate::error::{is_unique_violation, StoreError};
+use crate::metadata::CommandContext;
+use crate::record::{chain_hash, RecordedEvent};
+use crate::store::{Snapshotted, Store};
+
+/// A command's idempotency: its id and a hash of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub command_id: Uuid,
+    pub request_hash: Vec<u8>,
+}
+
+/// What a command answered, stored so a repeat answers the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: u16,
+    pub body: Value,
+    pub position: Option<i64>,
+}
+
+pub enum Begun {
+    Fresh(UnitOfWork),
+    /// The command ran before: its stored outcome.
+    Replayed(Outcome),
+}
+
+/// The result of handling one command on one aggregate inside a unit of work.
+pub struct Executed<A: Aggregate> {
+    /// State after the new events.
+    pub aggregate: A,
+    pub events: Vec<A::Event>,
+    /// Sequence of the stream's last event after this command.
+    pub sequence: i64,
+}
+
+struct StagedEvent {
+    aggregate_type: &'static str,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Value,
+}
+
+struct StreamHead {
+    prev_hash: Vec<u8>,
+    snapshot: Option<PendingSnapshot>,
+}
+
+struct PendingSnapshot {
+    schema_version: i32,
+    sequence: i64,
+    state: Value,
+}
+
+struct Claim {
+    kind: String,
+    value: String,
+    owner: String,
+}
+
+pub struct UnitOfWork {
+    store: Store,
+    tx: Transaction<'static, Postgres>,
+    context: CommandContext,
+    idempotency: Option<Idempotency>,
+    staged: Vec<StagedEvent>,
+    heads: HashMap<(&'static str, String), StreamHead>,
+    claims: Vec<Claim>,
+    statements: Vec<(&'static str, PgArguments)>,
+    _stream_locks: Vec<OwnedMutexGuard<()>>,
+}
+
+/// What a committed unit of work returns.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Position of the last event written, if any.
+    pub position: Option<i64>,
+    pub outcome: Outcome,
+}
+
+impl Store {
+    /// Starts a unit of work. With an idempotency key, a repeat of a finished command returns
+    /// its stored outcome, and a repeat while it still runs is refused.
+    pub async fn begin(
+        &self,
+        context: CommandContext,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Begun, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        if let Some(key) = &idempotency {
+            let lock_key = i64::from_be_bytes(key.command_id.as_bytes()[..8].try_into().expect("8 bytes"));
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(lock_key)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !locked {
+                return Err(StoreError::IdempotencyKeyInProgress);
+            }
+            // A new statement, so a new snapshot: it sees an outcome committed just before
+            // the lock was granted.
+            if let Some(outcome) = stored_outcome(&mut tx, key).await? {
+                return Ok(Begun::Replayed(outcome));
+            }
+        }
+        Ok(Begun::Fresh(UnitOfWork {
+            store: self.clone(),
+            tx,
+            context,
+            idempotency,
+            staged: Vec::new(),
+            heads: HashMap::new(),
+            claims: Vec::new(),
+            statements: Vec::new(),
+            _stream_locks: Vec::new(),
+        }))
+    }
+
+    /// Stores the outcome of a command refused before it wrote anything, so a repeat of the
+    /// key answers the same refusal.
+    pub async fn record_outcome(&self, key: &Idempotency, outcome: &Outcome) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO command_outcomes (command_id, request_hash, status, body, position) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(key.command_id)
+        .bind(&key.request_hash)
+        .bind(outcome.status as i16)
+        .bind(&outcome.body)
+        .bind(outcome.position)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+async fn stored_outcome(
+    tx: &mut Transaction<'static, Postgres>,
+    key: &Idempotency,
+) -> Result<Option<Outcome>, StoreError> {
+    let row: Option<(Vec<u8>, i16, Value, Option<i64>)> = sqlx::query_as(
+        "SELECT request_hash, status, body, position FROM command_outcomes WHERE command_id = $1",
+    )
+    .bind(key.command_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some((hash, _, _, _)) if hash != key.request_hash => Err(StoreError::IdempotencyKeyReused),
+        Some((_, status, body, position)) => Ok(Some(Outcome { status: status as u16, body, position })),
+    }
+}
+
+impl UnitOfWork {
+    pub fn context(&self) -> &CommandContext {
+        &self.context
+    }
+
+    /// The transaction, for reads a command needs (never for writes: stage those).
+    pub fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
+    /// Loads the aggregate, handles `command` and stages the new events. A rejection by the
+    /// aggregate comes back as `Ok(Err(..))` and stages nothing.
+    pub async fn execute<A: Snapshotted>(
+        &mut self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+    ) -> Result<Result<Executed<A>, A::Error>, StoreError> {
+        let stream = (A::TYPE, aggregate_id.to_string());
+        assert!(!self.heads.contains_key(&stream), "one command per stream in a unit of work");
+        let guard = self.store.lock_stream(&format!("{}/{aggregate_id}", A::TYPE)).await?;
+        self._stream_locks.push(guard);
+        let loaded = self.store.load::<A>(&mut self.tx, aggregate_id, true).await?;
+        let mut aggregate = loaded.aggregate;
+        let sink = EventSink::default();
+        // `EventSink::write` applies each event as it is written: `aggregate` is the new state.
+        if let Err(rejection) = aggregate.handle(command, services, &sink).await {
+            return Ok(Err(rejection));
+        }
+        let events = sink.collect().await;
+        let sequence = loaded.sequence + events.len() as i64;
+        let snapshot_due = !events.is_empty()
+            && sequence - loaded.snapshot_sequence >= self.store.inner.snapshot_interval;
+        let snapshot = match snapshot_due {
+            true => Some(PendingSnapshot {
+                schema_version: A::SNAPSHOT_VERSION,
+                sequence,
+                state: serde_json::to_value(&aggregate).map_err(StoreError::corrupt)?,
+            }),
+            false => None,
+        };
+        self.stage::<A>(aggregate_id, loaded.sequence, &events)?;
+        self.heads.insert(stream, StreamHead { prev_hash: loaded.head_hash, snapshot });
+        Ok(Ok(Executed { aggregate, events, sequence }))
+    }
+
+    /// Stages events for a stream whose head (`sequence`, `prev_hash`) the caller loaded.
+    pub(crate) fn stage<A: Aggregate>(
+        &mut self,
+        aggregate_id: &str,
+        after_sequence: i64,
+        events: &[A::Event],
+    ) -> Result<(), StoreError> {
+        for (offset, event) in events.iter().enumerate() {
+            self.staged.push(StagedEvent {
+                aggregate_type: A::TYPE,
+                aggregate_id: aggregate_id.to_string(),
+                sequence: after_sequence + offset as i64 + 1,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_value(event).map_err(StoreError::corrupt)?,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_head(&mut self, aggregate_type: &'static str, aggregate_id: &str, prev_hash: Vec<u8>) {
+        let head = StreamHead { prev_hash, snapshot: None };
+        self.heads.insert((aggregate_type, aggregate_id.to_string()), head);
+    }
+
+    /// Claims `value` of `kind` (a username, an email, a reference) for `owner`, at commit.
+    pub fn claim(&mut self, kind: &str, value: &str, owner: &str) {
+        let claim = Claim { kind: kind.to_string(), value: value.to_string(), owner: owner.to_string() };
+        self.claims.push(claim);
+    }
+
+    /// Stages a write to a side table (credentials, personal data, indexes), run at commit
+    /// after the events, in the same transaction.
+    pub fn stage_statement(&mut self, sql: &'static str, arguments: PgArguments) {
+        self.statements.push((sql, arguments));
+    }
+
+    /// Writes everything staged and commits. `respond` builds the answer from the position
+    /// of the last event; with an idempotency key it is stored in the same transaction.
+    pub async fn commit(mut self, respond: impl FnOnce(Option<i64>) -> Outcome) -> Result<Committed, StoreError> {
+        let position = self.write_events().await?;
+        for claim in std::mem::take(&mut self.claims) {
+            let inserted = sqlx::query(
+                "INSERT INTO claims (kind, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&claim.kind)
+            .bind(&claim.value)
+            .bind(&claim.owner)
+            .execute(&mut *self.tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::ClaimTaken { kind: claim.kind });
+            }
+        }
+        for (sql, arguments) in std::mem::take(&mut self.statements) {
+            sqlx::query_with(sql, arguments).execute(&mut *self.tx).await.map_err(|error| {
+                match is_unique_violation(&error) {
+                    true => StoreError::Conflict,
+                    false => StoreError::Database(error),
+                }
+            })?;
+        }
+        let mut outcome = respond(position);
+        outcome.position = position;
+        if let Some(key) = &self.idempotency {
+            sqlx::query(
+                "INSERT INTO command_outcomes (command_id, request_hash, status, body, position) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(key.command_id)
+            .bind(&key.request_hash)
+            .bind(outcome.status as i16)
+            .bind(&outcome.body)
+            .bind(position)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|error| match is_unique_violation(&error) {
+                true => StoreError::Conflict,
+                false => StoreError::Database(error),
+            })?;
+        }
+        let heads = std::mem::take(&mut self.heads);
+        self.tx.commit().await?;
+        if position.is_some() {
+            self.store.inner.committed.notify_one();
+            self.store.inner.notify_others.notify_one();
+        }
+        self.store.write_due_snapshots(heads);
+        Ok(Committed { position, outcome })
+    }
+
+    /// Allocates positions, chains hashes per stream and inserts every staged event in one
+    /// statement. Returns the last position, or `None` when nothing was staged.
+    async fn write_events(&mut self) -> Result<Option<i64>, StoreError> {
+        if self.staged.is_empty() {
+            return Ok(None);
+        }
+        let positions: Vec<i64> = sqlx::query_scalar("SELECT ledger_allocate_positions($1)")
+            .bind(self.staged.len() as i32)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        assert_eq!(positions.len(), self.staged.len(), "one position per staged event");
+        let metadata = self.context.metadata();
+        let mut rows = EventRows::default();
+        for (event, position) in self.staged.iter().zip(&positions) {
+            let key = (event.aggregate_type, event.aggregate_id.clone());
+            let head = self.heads.get_mut(&key).expect("a staged stream has a head");
+            let recorded = RecordedEvent {
+                position: *position,
+                aggregate_type: event.aggregate_type.to_string(),
+                aggregate_id: event.aggregate_id.clone(),
+                sequence: event.sequence,
+                event_type: event.event_type.clone(),
+                event_version: event.event_version.clone(),
+                payload: event.payload.clone(),
+                metadata: metadata.clone(),
+            };
+            let canonical = recorded.canonical().map_err(StoreError::corrupt)?;
+            let hash = chain_hash(&head.prev_hash, &canonical);
+            rows.push(&recorded, canonical, std::mem::replace(&mut head.prev_hash, hash.to_vec()), hash);
+        }
+        rows.insert(&mut self.tx).await?;
+        Ok(positions.last().copied())
+    }
+
+}
+
+impl Store {
+    /// Writes snapshots that came due, off the command path: the caller does not wait.
+    fn write_due_snapshots(&self, heads: HashMap<(&'static str, String), StreamHead>) {
+        for ((aggregate_type, aggregate_id), head) in heads {
+            let Some(snapshot) = head.snapshot else { continue };
+            let pool = self.pool().clone();
+            tokio::spawn(async move {
+                let result = sqlx::query(
+                    "INSERT INTO snapshots (aggregate_type, aggregate_id, schema_version, last_sequence, head_hash, state) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                       schema_version = EXCLUDED.schema_version, last_sequence = EXCLUDED.last_sequence, \
+                       head_hash = EXCLUDED.head_hash, state = EXCLUDED.state, taken_at = now() \
+                     WHERE snapshots.last_sequence < EXCLUDED.last_sequence \
+                        OR snapshots.schema_version <> EXCLUDED.schema_version",
+                )
+                .bind(aggregate_type)
+                .bind(&aggregate_id)
+                .bind(snapshot.schema_version)
+                .bind(snapshot.sequence)
+                .bind(head.prev_hash)
+                .bind(snapshot.state)
+                .execute(&pool)
+                .await;
+                if let Err(error) = result {
+                    tracing::warn!(%error, aggregate_type, aggregate_id, "snapshot not written; loads replay more");
+                }
+            });
+        }
+    }
+}
+
+/// Column arrays for one multi-row insert through `UNNEST`.
+#[derive(Default)]
+struct EventRows {
+    positions: Vec<i64>,
+    aggregate_types: Vec<String>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    event_versions: Vec<String>,
+    canonicals: Vec<String>,
+    prev_hashes: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl EventRows {
+    fn push(&mut self, event: &RecordedEvent, canonical: String, prev_hash: Vec<u8>, hash: [u8; 32]) {
+        self.positions.push(event.position);
+        self.aggregate_types.push(event.aggregate_type.clone());
+        self.aggregate_ids.push(event.aggregate_id.clone());
+        self.sequences.push(event.sequence);
+        self.event_types.push(event.event_type.clone());
+        self.event_versions.push(event.event_version.clone());
+        self.canonicals.push(canonical);
+        self.prev_hashes.push(prev_hash);
+        self.hashes.push(hash.to_vec());
+    }
+
+    async fn insert(self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, \
+                                 event_version, canonical, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                                  $6::text[], $7::text[], $8::bytea[], $9::bytea[])",
+        )
+        .bind(self.positions)
+        .bind(self.aggregate_types)
+        .bind(self.aggregate_ids)
+        .bind(self.sequences)
+        .bind(self.event_types)
+        .bind(self.event_versions)
+        .bind(self.canonicals)
+        .bind(self.prev_hashes)
+        .bind(self.hashes)
+        .execute(&mut **tx)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict),
+            Err(error) => Err(StoreError::Database(error)),
+        }
+    }
+}
+
+/// Metadata of a stored event as a plain map (for cqrs-es envelopes).
+pub(crate) fn metadata_map(metadata: &BTreeMap<String, String>) -> HashMap<String, String> {
+    metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}

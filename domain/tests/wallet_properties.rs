@@ -177,7 +177,7 @@ fn trial_balance(
 ) -> Result<BTreeMap<(Currency, Account), Decimal>, TestCaseError> {
     let mut balances = BTreeMap::new();
     for event in history {
-        for posting in event.postings(WALLET, Currency::Eur) {
+        for posting in event.postings(WALLET) {
             prop_assert_ne!(posting.debit, posting.credit, "{:?}", event);
             prop_assert!(posting.amount > Decimal::ZERO, "{:?}", event);
             prop_assert_eq!(posting.currency, Currency::Eur);
@@ -231,7 +231,7 @@ fn check_invariants(wallet: &Wallet, history: &[WalletEvent]) -> Result<(), Test
 
     let credits: Decimal = history
         .iter()
-        .map(|e| e.balance_delta(WALLET, Currency::Eur))
+        .map(|e| e.balance_delta(WALLET))
         .sum();
     prop_assert_eq!(
         wallet.balance,
@@ -266,7 +266,8 @@ fn check_invariants(wallet: &Wallet, history: &[WalletEvent]) -> Result<(), Test
     let captured: Decimal = history
         .iter()
         .filter_map(|e| match e {
-            WalletEvent::HoldCaptured { amount, .. } => Some(amount.value()),
+            WalletEvent::HoldCaptured {
+        currency: Currency::Eur, amount, .. } => Some(amount.value()),
             _ => None,
         })
         .sum();
@@ -293,9 +294,11 @@ fn check_invariants(wallet: &Wallet, history: &[WalletEvent]) -> Result<(), Test
 fn is_user_debit(event: &WalletEvent) -> bool {
     matches!(
         event,
-        WalletEvent::WithdrawalRequested { .. }
+        WalletEvent::WithdrawalRequested {
+        currency: Currency::Eur, .. }
             | WalletEvent::HoldPlaced { .. }
-            | WalletEvent::HoldCaptured { .. }
+            | WalletEvent::HoldCaptured {
+        currency: Currency::Eur, .. }
     )
 }
 

@@ -151,6 +151,7 @@ fn opened() -> WalletEvent {
 
 fn deposited(transaction_id: Uuid, amount: &str, balance_after: &str) -> WalletEvent {
     WalletEvent::Deposited {
+        currency: Currency::Eur,
         transaction_id,
         amount: eur(amount),
         reference: "psp-1".into(),
@@ -161,6 +162,7 @@ fn deposited(transaction_id: Uuid, amount: &str, balance_after: &str) -> WalletE
 
 fn withdrawal_requested(withdrawal_id: Uuid, amount: &str, balance_after: &str) -> WalletEvent {
     WalletEvent::WithdrawalRequested {
+        currency: Currency::Eur,
         withdrawal_id,
         amount: eur(amount),
         reference: "payout-1".into(),
@@ -172,6 +174,7 @@ fn withdrawal_requested(withdrawal_id: Uuid, amount: &str, balance_after: &str) 
 
 fn withdrawal_completed(withdrawal_id: Uuid, amount: &str) -> WalletEvent {
     WalletEvent::WithdrawalCompleted {
+        currency: Currency::Eur,
         withdrawal_id,
         amount: eur(amount),
     }
@@ -179,6 +182,7 @@ fn withdrawal_completed(withdrawal_id: Uuid, amount: &str) -> WalletEvent {
 
 fn withdrawal_failed(withdrawal_id: Uuid, amount: &str, balance_after: &str) -> WalletEvent {
     WalletEvent::WithdrawalFailed {
+        currency: Currency::Eur,
         withdrawal_id,
         amount: eur(amount),
         reason: "bank refused".into(),
@@ -189,6 +193,7 @@ fn withdrawal_failed(withdrawal_id: Uuid, amount: &str, balance_after: &str) -> 
 
 fn reversed(amount: &str, direction: ReversalDirection, balance_after: &str) -> WalletEvent {
     WalletEvent::TransactionReversed {
+        currency: Currency::Eur,
         reversal_id: R1,
         original_transaction_id: TX1,
         amount: eur(amount),
@@ -225,6 +230,7 @@ fn hold_captured(
     hold_remaining: &str,
 ) -> WalletEvent {
     WalletEvent::HoldCaptured {
+        currency: Currency::Eur,
         hold_id,
         capture_id,
         amount: eur(amount),
@@ -670,7 +676,7 @@ fn money_moving_events_record_one_posting_each() {
         (hold_captured(H1, C1, "2", "8", "1"),               wallet,           system(Transit),  "2",    "-2"),
     ];
     for (event, debit, credit, amount, delta) in cases {
-        let postings = event.postings(WALLET, Currency::Eur);
+        let postings = event.postings(WALLET);
         let expected = Posting {
             debit,
             credit,
@@ -684,7 +690,7 @@ fn money_moving_events_record_one_posting_each() {
             "{event:?}"
         );
         assert_eq!(
-            event.balance_delta(WALLET, Currency::Eur),
+            event.balance_delta(WALLET),
             dec(delta),
             "{event:?}"
         );
@@ -703,11 +709,11 @@ fn events_that_move_no_money_record_no_postings() {
     ];
     for event in events {
         assert!(
-            event.postings(WALLET, Currency::Eur).is_empty(),
+            event.postings(WALLET).is_empty(),
             "{event:?}"
         );
         assert_eq!(
-            event.balance_delta(WALLET, Currency::Eur),
+            event.balance_delta(WALLET),
             Decimal::ZERO,
             "{event:?}"
         );
@@ -715,15 +721,16 @@ fn events_that_move_no_money_record_no_postings() {
 }
 
 #[test]
-fn postings_are_in_the_wallet_currency() {
+fn postings_are_in_the_event_currency() {
     let event = WalletEvent::Deposited {
+        currency: Currency::Carbon,
         transaction_id: TX1,
         amount: Amount::parse("1.5", Currency::Carbon).unwrap(),
         reference: "mint".into(),
         counter_account: SystemAccount::External,
         balance_after: dec("1.5"),
     };
-    let postings = event.postings(WALLET, Currency::Carbon);
+    let postings = event.postings(WALLET);
     assert_eq!(postings.len(), 1);
     assert_eq!(postings[0].currency, Currency::Carbon);
     assert_eq!(postings[0].amount, dec("1.500"));

@@ -96,6 +96,7 @@ impl Wallet {
             WalletCommand::Deposit { transaction_id, amount, currency, reference } => {
                 self.check_currency(currency)?;
                 Ok(vec![WalletEvent::Deposited {
+                    currency,
                     transaction_id,
                     amount,
                     reference,
@@ -116,6 +117,7 @@ impl Wallet {
                 }
                 self.check_debit(amount.value())?;
                 Ok(vec![WalletEvent::WithdrawalRequested {
+                    currency,
                     withdrawal_id,
                     amount,
                     reference,
@@ -126,11 +128,13 @@ impl Wallet {
             }
             WalletCommand::CompleteWithdrawal { withdrawal_id } => {
                 let amount = self.pending_withdrawal(withdrawal_id)?;
-                Ok(vec![WalletEvent::WithdrawalCompleted { withdrawal_id, amount }])
+                let currency = self.identity()?.currency;
+                Ok(vec![WalletEvent::WithdrawalCompleted { withdrawal_id, currency, amount }])
             }
             WalletCommand::FailWithdrawal { withdrawal_id, reason } => {
                 let amount = self.pending_withdrawal(withdrawal_id)?;
                 Ok(vec![WalletEvent::WithdrawalFailed {
+                    currency: self.identity()?.currency,
                     withdrawal_id,
                     amount,
                     reason,
@@ -145,7 +149,7 @@ impl Wallet {
                 direction,
                 reason,
             } => {
-                self.identity()?;
+                let currency = self.identity()?.currency;
                 let balance_after = match direction {
                     // A reversal is an admin correction: it may debit a frozen wallet, but
                     // never below what holds have promised to others.
@@ -158,6 +162,7 @@ impl Wallet {
                     ReversalDirection::CreditWallet => self.credited(amount.value())?,
                 };
                 Ok(vec![WalletEvent::TransactionReversed {
+                    currency,
                     reversal_id,
                     original_transaction_id,
                     amount,
@@ -227,7 +232,7 @@ impl Wallet {
         capture_id: Uuid,
         amount: Amount,
     ) -> Result<Vec<WalletEvent>, WalletError> {
-        self.identity()?;
+        let currency = self.identity()?.currency;
         let hold = self.holds.get(&hold_id).ok_or(WalletError::HoldNotFound)?;
         if let Some(captured) = hold.captures.get(&capture_id) {
             // The same capture again is a no-op; another amount under the same id is a conflict.
@@ -243,6 +248,7 @@ impl Wallet {
             return Err(WalletError::CaptureExceedsHold);
         }
         Ok(vec![WalletEvent::HoldCaptured {
+            currency,
             hold_id,
             capture_id,
             amount,

@@ -16,13 +16,14 @@ pub enum ReversalDirection {
     CreditWallet,
 }
 
-/// Wallet events. Money-moving events name their system counter-account and carry the wallet's
-/// balance after them, so a statement line needs nothing but the event.
+/// Wallet events. Money-moving events name their currency and system counter-account and carry
+/// the wallet's balance after them, so a posting or a statement line needs nothing but the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum WalletEvent {
     WalletOpened { wallet_id: Uuid, owner_id: Uuid, currency: Currency },
     Deposited {
+        currency: Currency,
         transaction_id: Uuid,
         amount: Amount,
         reference: String,
@@ -30,6 +31,7 @@ pub enum WalletEvent {
         balance_after: Decimal,
     },
     WithdrawalRequested {
+        currency: Currency,
         withdrawal_id: Uuid,
         amount: Amount,
         reference: String,
@@ -38,8 +40,9 @@ pub enum WalletEvent {
         balance_after: Decimal,
     },
     /// Settles the payout between system accounts; the wallet's balance does not change.
-    WithdrawalCompleted { withdrawal_id: Uuid, amount: Amount },
+    WithdrawalCompleted { withdrawal_id: Uuid, currency: Currency, amount: Amount },
     WithdrawalFailed {
+        currency: Currency,
         withdrawal_id: Uuid,
         amount: Amount,
         reason: String,
@@ -47,6 +50,7 @@ pub enum WalletEvent {
         balance_after: Decimal,
     },
     TransactionReversed {
+        currency: Currency,
         reversal_id: Uuid,
         original_transaction_id: Uuid,
         amount: Amount,
@@ -59,6 +63,7 @@ pub enum WalletEvent {
     WalletUnfrozen {},
     HoldPlaced { hold_id: Uuid, amount: Amount, expires_at: Option<DateTime<Utc>> },
     HoldCaptured {
+        currency: Currency,
         hold_id: Uuid,
         capture_id: Uuid,
         amount: Amount,
@@ -95,8 +100,22 @@ impl DomainEvent for WalletEvent {
 }
 
 impl WalletEvent {
-    /// The postings this event records, for the wallet `wallet_id` in `currency`.
-    pub fn postings(&self, wallet_id: Uuid, currency: Currency) -> Vec<Posting> {
+    /// The currency this event moves, if it moves money.
+    pub fn currency(&self) -> Option<Currency> {
+        match self {
+            WalletEvent::Deposited { currency, .. }
+            | WalletEvent::WithdrawalRequested { currency, .. }
+            | WalletEvent::WithdrawalCompleted { currency, .. }
+            | WalletEvent::WithdrawalFailed { currency, .. }
+            | WalletEvent::TransactionReversed { currency, .. }
+            | WalletEvent::HoldCaptured { currency, .. } => Some(*currency),
+            _ => None,
+        }
+    }
+
+    /// The postings this event records for the wallet `wallet_id` (its stream's id).
+    pub fn postings(&self, wallet_id: Uuid) -> Vec<Posting> {
+        let Some(currency) = self.currency() else { return vec![] };
         let wallet = Account::Wallet { wallet_id };
         let system = |account: SystemAccount| Account::System { account };
         let posting = |debit, credit, amount: Decimal| Posting { debit, credit, currency, amount };
@@ -136,9 +155,9 @@ impl WalletEvent {
     }
 
     /// Change of the wallet's balance this event makes (credits positive).
-    pub fn balance_delta(&self, wallet_id: Uuid, currency: Currency) -> Decimal {
+    pub fn balance_delta(&self, wallet_id: Uuid) -> Decimal {
         let wallet = Account::Wallet { wallet_id };
-        self.postings(wallet_id, currency).iter().fold(Decimal::ZERO, |sum, p| {
+        self.postings(wallet_id).iter().fold(Decimal::ZERO, |sum, p| {
             if p.credit == wallet {
                 sum + p.amount
             } else if p.debit == wallet {

@@ -73,6 +73,7 @@ CREATE TABLE command_outcomes (
     request_hash  bytea       NOT NULL,
     status        smallint    NOT NULL,
     body          jsonb       NOT NULL,
+    location      text,
     position      bigint,
     created_at    timestamptz NOT NULL DEFAULT now()
 );

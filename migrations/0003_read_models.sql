@@ -52,7 +52,6 @@ CREATE TABLE rm_transactions (
     transaction_id  uuid        PRIMARY KEY,
     kind            text        NOT NULL,
     wallet_id       uuid        NOT NULL,
-    owner_id        uuid        NOT NULL,
     currency        text        NOT NULL,
     amount          numeric     NOT NULL,
     status          text        NOT NULL,
@@ -88,6 +87,7 @@ CREATE TABLE transaction_index (
     transaction_id  uuid    PRIMARY KEY,
     wallet_id       uuid    NOT NULL,
     kind            text    NOT NULL,
+    currency        text    NOT NULL,
     amount          numeric NOT NULL,
-    position        bigint  NOT NULL
+    status          text    NOT NULL
 );

@@ -113,7 +113,7 @@ impl<A: Snapshotted> EventStore<A> for PgEventStore<A> {
         };
         uow.set_head(A::TYPE, &context.aggregate_id, context.head_hash);
         uow.stage::<A>(&context.aggregate_id, context.sequence, &events).map_err(to_aggregate_error)?;
-        let ok = |_| Outcome { status: 200, body: serde_json::Value::Null, position: None };
+        let ok = |_| Outcome::new(200, serde_json::Value::Null);
         uow.commit(ok).await.map_err(to_aggregate_error)?;
         let stored_metadata = crate::uow::metadata_map(&command.metadata());
         Ok(events

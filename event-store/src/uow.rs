@@ -28,7 +28,15 @@ pub struct Idempotency {
 pub struct Outcome {
     pub status: u16,
     pub body: Value,
+    /// The `Location` of a created resource.
+    pub location: Option<String>,
     pub position: Option<i64>,
+}
+
+impl Outcome {
+    pub fn new(status: u16, body: Value) -> Outcome {
+        Outcome { status, body, location: None, position: None }
+    }
 }
 
 pub enum Begun {
@@ -133,13 +141,14 @@ impl Store {
     /// key answers the same refusal.
     pub async fn record_outcome(&self, key: &Idempotency, outcome: &Outcome) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO command_outcomes (command_id, request_hash, status, body, position) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING",
+            "INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(key.command_id)
         .bind(&key.request_hash)
         .bind(outcome.status as i16)
         .bind(&outcome.body)
+        .bind(&outcome.location)
         .bind(outcome.position)
         .execute(self.pool())
         .await?;
@@ -151,16 +160,18 @@ async fn stored_outcome(
     tx: &mut Transaction<'static, Postgres>,
     key: &Idempotency,
 ) -> Result<Option<Outcome>, StoreError> {
-    let row: Option<(Vec<u8>, i16, Value, Option<i64>)> = sqlx::query_as(
-        "SELECT request_hash, status, body, position FROM command_outcomes WHERE command_id = $1",
+    let row: Option<(Vec<u8>, i16, Value, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT request_hash, status, body, location, position FROM command_outcomes WHERE command_id = $1",
     )
     .bind(key.command_id)
     .fetch_optional(&mut **tx)
     .await?;
     match row {
         None => Ok(None),
-        Some((hash, _, _, _)) if hash != key.request_hash => Err(StoreError::IdempotencyKeyReused),
-        Some((_, status, body, position)) => Ok(Some(Outcome { status: status as u16, body, position })),
+        Some((hash, ..)) if hash != key.request_hash => Err(StoreError::IdempotencyKeyReused),
+        Some((_, status, body, location, position)) => {
+            Ok(Some(Outcome { status: status as u16, body, location, position }))
+        }
     }
 }
 
@@ -276,13 +287,14 @@ impl UnitOfWork {
         outcome.position = position;
         if let Some(key) = &self.idempotency {
             sqlx::query(
-                "INSERT INTO command_outcomes (command_id, request_hash, status, body, position) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(key.command_id)
             .bind(&key.request_hash)
             .bind(outcome.status as i16)
             .bind(&outcome.body)
+            .bind(&outcome.location)
             .bind(position)
             .execute(&mut *self.tx)
             .await

@@ -1,0 +1,37 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{audit, auth, health, transactions, users, wallets};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "EcoLedger API", description = "Event-sourced ledger for carbon-credit markets. Amounts are JSON strings \
+        at the currency's scale (EUR/USD 2, ETH 18, CARBON 3 decimals); more decimals than allowed is \
+        `amount_precision_exceeded`, never rounded. Where the platform computes an amount it rounds half-even. \
+        Errors are application/problem+json with a stable `code`."),
+    paths(
+        users::users_create, users::users_me, users::users_get, users::users_update_profile, users::users_wallets,
+        users::users_grant_role, users::users_revoke_role, users::users_erase_personal_data,
+        auth::auth_token,
+        wallets::wallets_get, wallets::wallets_entries, wallets::deposits_create, wallets::withdrawals_create,
+        wallets::withdrawals_complete, wallets::withdrawals_fail, wallets::wallets_freeze, wallets::wallets_unfreeze,
+        transactions::transactions_get, transactions::transactions_list, transactions::transactions_reverse,
+        audit::audit_events, audit::audit_verify, audit::audit_security,
+        health::health_live, health::health_ready,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "audit"), (name = "health"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}

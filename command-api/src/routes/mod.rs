@@ -1,0 +1,44 @@
+//! Routes, one file per resource.
+
+pub mod audit;
+pub mod auth;
+pub mod health;
+pub mod transactions;
+pub mod users;
+pub mod wallets;
+
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::state::AppState;
+
+/// Every `/api/v1` route.
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users", post(users::users_create))
+        .route("/api/v1/users/me", get(users::users_me))
+        .route("/api/v1/users/{id}", get(users::users_get))
+        .route("/api/v1/users/{id}/profile", put(users::users_update_profile))
+        .route("/api/v1/users/{id}/roles", post(users::users_grant_role))
+        .route("/api/v1/users/{id}/roles/{role}", delete(users::users_revoke_role))
+        .route("/api/v1/users/{id}/personal-data", delete(users::users_erase_personal_data))
+        .route("/api/v1/users/{id}/wallets", get(users::users_wallets))
+        .route("/api/v1/auth/token", post(auth::auth_token))
+        .route("/api/v1/wallets/{id}", get(wallets::wallets_get))
+        .route("/api/v1/wallets/{id}/entries", get(wallets::wallets_entries))
+        .route("/api/v1/wallets/{id}/deposits", post(wallets::deposits_create))
+        .route("/api/v1/wallets/{id}/withdrawals", post(wallets::withdrawals_create))
+        .route("/api/v1/wallets/{id}/freeze", post(wallets::wallets_freeze))
+        .route("/api/v1/wallets/{id}/unfreeze", post(wallets::wallets_unfreeze))
+        .route("/api/v1/withdrawals/{id}/complete", post(wallets::withdrawals_complete))
+        .route("/api/v1/withdrawals/{id}/fail", post(wallets::withdrawals_fail))
+        .route("/api/v1/transactions", get(transactions::transactions_list))
+        .route("/api/v1/transactions/{id}", get(transactions::transactions_get))
+        .route("/api/v1/transactions/{id}/reversal", post(transactions::transactions_reverse))
+        .route("/api/v1/audit/events", get(audit::audit_events))
+        .route("/api/v1/audit/verify", get(audit::audit_verify))
+        .route("/api/v1/audit/security", get(audit::audit_security))
+        .route("/health/live", get(health::health_live))
+        .route("/health/ready", get(health::health_ready))
+        .route("/metrics", get(health::metrics))
+}

@@ -1,0 +1,37 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_store::Store;
+
+use crate::auth::Jwt;
+use crate::telemetry::Metrics;
+
+/// Settings the API needs, read by the binary from the environment.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long `?min_position=` waits for a read model before `503 projection_lagging`.
+    pub min_position_wait_max: Duration,
+    /// Failed logins per username within `login_failure_window` before 429.
+    pub login_failures_max: i64,
+    pub login_failure_window: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            min_position_wait_max: Duration::from_secs(5),
+            login_failures_max: 5,
+            login_failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub jwt: Arc<Jwt>,
+    pub config: Arc<ApiConfig>,
+    pub metrics: Arc<Metrics>,
+    /// For readiness only; the command path never uses NATS.
+    pub nats: Option<async_nats::Client>,
+}

@@ -1,0 +1,128 @@
+//! Building and running the components of `ecoledger serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use command_api::{AppState, Jwt};
+use event_store::{Bus, Relay, Store};
+use projections::Projector;
+use rand::RngCore;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::configuration::{Component, ServeSettings, StoreSettings};
+
+/// How long a command waits for a Postgres connection before answering 503.
+const DB_ACQUIRE_WAIT_MAX: Duration = Duration::from_secs(2);
+/// Idempotency outcomes are kept at least 24 h (DESIGN.md section 4); pruned after 48 h.
+const OUTCOME_RETENTION: &str = "48 hours";
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
+
+pub async fn connect_pool(settings: &StoreSettings) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings.database_url.expose().parse().context("Failed to parse DATABASE_URL")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.db_pool_max)
+        .acquire_timeout(DB_ACQUIRE_WAIT_MAX)
+        .connect_with(options)
+        .await
+        .context("Failed to connect to Postgres")?;
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    event_store::MIGRATOR.run(pool).await.context("Failed to apply migrations")
+}
+
+pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
+    let pool = connect_pool(settings).await?;
+    Ok(Store::with_snapshot_interval(pool, settings.snapshot_interval))
+}
+
+/// A running server: its address, and its tasks (aborted on drop of the handle's owner).
+pub struct Server {
+    pub address: std::net::SocketAddr,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the configured components; returns once the HTTP listener is bound.
+pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
+    let store = open_store(&settings.store).await?;
+    migrate(store.pool()).await?;
+    let bus = Bus::new(&settings.nats_prefix).map_err(anyhow::Error::msg)?;
+    let nats = event_store::bus::connect(&settings.nats_url).await.context("Failed to configure NATS")?;
+    let mut tasks = Vec::new();
+    if settings.runs(Component::Relay) {
+        tasks.push(tokio::spawn(Relay::new(store.clone(), bus.clone(), nats.clone()).run()));
+    }
+    if settings.runs(Component::Projections) {
+        for projection in projections::all() {
+            let projector = Projector::new(store.clone(), projection, bus.clone(), Some(nats.clone()));
+            tasks.push(tokio::spawn(projector.run()));
+        }
+    }
+    tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
+    let listener = TcpListener::bind(&settings.http_addr).await.with_context(|| format!("Failed to bind {}", settings.http_addr))?;
+    let address = listener.local_addr()?;
+    if settings.runs(Component::Api) {
+        let state = AppState {
+            store,
+            jwt: Arc::new(Jwt::new(&jwt_secret(settings), settings.token_ttl_secs)),
+            config: Arc::new(settings.api_config()),
+            metrics: Arc::new(command_api::telemetry::Metrics::new()),
+            nats: Some(nats),
+        };
+        let app = command_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        }));
+    }
+    tracing::info!(%address, components = ?settings.components, "ecoledger serving");
+    Ok(Server { address, tasks })
+}
+
+fn jwt_secret(settings: &ServeSettings) -> Vec<u8> {
+    match &settings.jwt_secret {
+        Some(secret) if !secret.expose().is_empty() => secret.expose().as_bytes().to_vec(),
+        _ => {
+            tracing::warn!("ECOLEDGER_JWT_SECRET is unset: using a random secret; tokens end with this process");
+            let mut secret = vec![0_u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            secret
+        }
+    }
+}
+
+/// Prunes idempotency outcomes past their retention and old failed-login records.
+async fn run_maintenance(pool: PgPool) {
+    let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
+    loop {
+        interval.tick().await;
+        let outcomes = sqlx::query(&format!("DELETE FROM command_outcomes WHERE created_at < now() - interval '{OUTCOME_RETENTION}'"))
+            .execute(&pool)
+            .await;
+        let failures = sqlx::query("DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'").execute(&pool).await;
+        if let Err(error) = outcomes.and(failures) {
+            tracing::warn!(%error, "maintenance failed; retrying next interval");
+        }
+    }
+}
+
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

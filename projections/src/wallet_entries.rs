@@ -1,0 +1,62 @@
+use async_trait::async_trait;
+use domain::wallet::WalletEvent;
+use event_store::{RecordedEvent, StoreError};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{occurred_at, stream_uuid, wallet_event, Projection};
+
+/// `rm_wallet_entries`: statement lines, one per balance-changing event, with the running
+/// balance and the event's global position.
+pub struct WalletEntries;
+
+#[async_trait]
+impl Projection for WalletEntries {
+    fn name(&self) -> &'static str {
+        "wallet_entries"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_wallet_entries"]
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
+        let Some(wallet_event) = wallet_event(event)? else { return Ok(()) };
+        let Some((transaction_id, kind, balance_after)) = entry_of(&wallet_event) else { return Ok(()) };
+        let wallet_id = stream_uuid(event)?;
+        let amount = wallet_event.balance_delta(wallet_id);
+        sqlx::query(
+            "INSERT INTO rm_wallet_entries (wallet_id, position, transaction_id, kind, amount, balance_after, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(wallet_id)
+        .bind(event.position)
+        .bind(transaction_id)
+        .bind(kind)
+        .bind(amount)
+        .bind(balance_after)
+        .bind(occurred_at(event)?)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The statement line of an event: its transaction id, kind and the balance after it.
+fn entry_of(event: &WalletEvent) -> Option<(Uuid, &'static str, Decimal)> {
+    match event {
+        WalletEvent::Deposited { transaction_id, balance_after, .. } => Some((*transaction_id, "deposit", *balance_after)),
+        WalletEvent::WithdrawalRequested { withdrawal_id, balance_after, .. } => {
+            Some((*withdrawal_id, "withdrawal", *balance_after))
+        }
+        WalletEvent::WithdrawalFailed { withdrawal_id, balance_after, .. } => {
+            Some((*withdrawal_id, "withdrawal_returned", *balance_after))
+        }
+        WalletEvent::TransactionReversed { reversal_id, balance_after, .. } => {
+            Some((*reversal_id, "reversal", *balance_after))
+        }
+        WalletEvent::HoldCaptured { capture_id, balance_after, .. } => Some((*capture_id, "capture", *balance_after)),
+        _ => None,
+    }
+}

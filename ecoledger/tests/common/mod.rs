@@ -1,0 +1,410 @@
+//! Test harness: each test gets its own database and NATS prefix, and a real server on a
+//! free port. Services that a test stops run privately on free ports.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use command_api::registration::{self, NewUser};
+use domain::user::Role;
+use ecoledger::configuration::{Component, Secret, ServeSettings, StoreSettings};
+use ecoledger::startup::{self, Server};
+use event_store::{Begun, CommandContext, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-for-integration-tests";
+pub const PASSWORD: &str = "a-long-test-password";
+/// How long a test waits for something asynchronous before failing.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// Test databases older than this are dropped by later runs (leftovers of crashed tests).
+const STALE_DATABASE_AGE_SECS: u64 = 2 * 3600;
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ecoledger".to_string())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
+/// Replaces the database name of a Postgres URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix = &base[..base.rfind('/').expect("a database URL has a path")];
+    match query {
+        Some(query) => format!("{prefix}/{database}?{query}"),
+        None => format!("{prefix}/{database}"),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+}
+
+/// A fresh database with migrations applied.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        TestDb::create_on(&database_url()).await
+    }
+
+    /// Creates a database on the server of `server_url`.
+    pub async fn create_on(server_url: &str) -> TestDb {
+        let admin_url = with_database(server_url, "postgres");
+        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("connect to postgres db");
+        drop_stale_databases(&admin).await;
+        let name = format!("ecoledger_test_{}_{}", unix_now(), Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+        admin.close().await;
+        let url = with_database(server_url, &name);
+        let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("connect to test database");
+        event_store::MIGRATOR.run(&pool).await.expect("migrations apply");
+        TestDb { name, url, pool }
+    }
+}
+
+async fn drop_stale_databases(admin: &PgPool) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'ecoledger_test_%'")
+        .fetch_all(admin)
+        .await
+        .unwrap_or_default();
+    for name in names {
+        let created = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        if unix_now().saturating_sub(created) > STALE_DATABASE_AGE_SECS {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin).await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+}
+
+pub fn unique_prefix() -> String {
+    format!("t{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Options for [`TestApp::spawn_with`].
+#[derive(Clone)]
+pub struct SpawnOptions {
+    pub nats_url: String,
+    pub components: Vec<Component>,
+    pub snapshot_interval: i64,
+    pub login_failures_max: i64,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions {
+            nats_url: nats_url(),
+            components: vec![Component::Api, Component::Relay, Component::Projections],
+            snapshot_interval: event_store::store::SNAPSHOT_INTERVAL_DEFAULT,
+            login_failures_max: 5,
+        }
+    }
+}
+
+/// A running EcoLedger on a free port, over its own database and NATS prefix.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub prefix: String,
+    pub store: Store,
+    pub settings: ServeSettings,
+    server: Server,
+}
+
+/// A registered user with a token and the ids of their wallets by currency code.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub username: String,
+    pub token: String,
+    pub wallets: HashMap<String, Uuid>,
+}
+
+impl TestUser {
+    pub fn wallet(&self, currency: &str) -> Uuid {
+        self.wallets[currency]
+    }
+}
+
+/// A response: status, headers and JSON body (`Value::Null` when not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn position(&self) -> i64 {
+        self.body["position"].as_i64().expect("a position in the body")
+    }
+}
+
+pub fn serve_settings(db_url: &str, prefix: &str, options: &SpawnOptions) -> ServeSettings {
+    ServeSettings {
+        store: StoreSettings {
+            database_url: db_url.parse::<Secret>().expect("infallible"),
+            db_pool_max: 16,
+            snapshot_interval: options.snapshot_interval,
+        },
+        nats_url: options.nats_url.clone(),
+        nats_prefix: prefix.to_string(),
+        http_addr: "127.0.0.1:0".to_string(),
+        jwt_secret: Some(JWT_SECRET.parse().expect("infallible")),
+        token_ttl_secs: 3600,
+        login_failures_max: options.login_failures_max,
+        login_failure_window_secs: 900,
+        min_position_wait_ms: 5000,
+        components: options.components.clone(),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(SpawnOptions::default()).await
+    }
+
+    pub async fn spawn_with(options: SpawnOptions) -> TestApp {
+        let db = TestDb::create().await;
+        TestApp::spawn_on(db, unique_prefix(), options).await
+    }
+
+    /// Starts a server over an existing database and prefix (a restart).
+    pub async fn spawn_on(db: TestDb, prefix: String, options: SpawnOptions) -> TestApp {
+        let settings = serve_settings(&db.url, &prefix, &options);
+        let server = startup::start(&settings).await.expect("server starts");
+        let store = Store::new(db.pool.clone());
+        TestApp {
+            base: format!("http://{}", server.address),
+            client: reqwest::Client::new(),
+            db,
+            prefix,
+            store,
+            settings,
+            server,
+        }
+    }
+
+    /// Stops the server's tasks and hands back the database, for a restart.
+    pub fn stop(self) -> (TestDb, String) {
+        let db = TestDb { name: self.db.name.clone(), url: self.db.url.clone(), pool: self.db.pool.clone() };
+        (db, self.prefix.clone())
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        self.request_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn request_with(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body read");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Registers a user over the API and logs them in.
+    pub async fn register(&self, username: &str) -> TestUser {
+        let body = json!({"username": username, "email": format!("{username}@example.org"), "password": PASSWORD});
+        let reply = self.request(Method::POST, "/api/v1/users", None, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "register {username}: {:?}", reply.body);
+        let id: Uuid = reply.body["user"]["id"].as_str().expect("user id").parse().expect("uuid");
+        let wallets = reply.body["wallets"]
+            .as_array()
+            .expect("wallets")
+            .iter()
+            .map(|w| (w["currency"].as_str().unwrap().to_string(), w["id"].as_str().unwrap().parse().unwrap()))
+            .collect();
+        let token = self.login(username, PASSWORD).await;
+        TestUser { id, username: username.to_string(), token, wallets }
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let reply = self
+            .request(Method::POST, "/api/v1/auth/token", None, Some(json!({"username": username, "password": password})))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "login {username}: {:?}", reply.body);
+        reply.body["access_token"].as_str().expect("token").to_string()
+    }
+
+    /// Creates a user with `role` the way `ecoledger admin create` does, and logs them in.
+    pub async fn staff(&self, username: &str, role: Role) -> TestUser {
+        let user = NewUser {
+            user_id: Uuid::new_v4(),
+            username: username.to_string(),
+            email: format!("{username}@example.org"),
+            display_name: None,
+            password_hash: command_api::auth::hash_password(PASSWORD.to_string()).await.expect("hash"),
+            roles: BTreeSet::from([role]),
+        };
+        let Begun::Fresh(uow) = self.store.begin(CommandContext::new("test"), None).await.expect("begin") else {
+            unreachable!()
+        };
+        registration::register(uow, user.clone()).await.expect("staff registered");
+        let token = self.login(username, PASSWORD).await;
+        TestUser { id: user.user_id, username: username.to_string(), token, wallets: HashMap::new() }
+    }
+
+    pub async fn admin(&self) -> TestUser {
+        self.staff("admin", Role::Admin).await
+    }
+
+    /// Deposits as `admin` and returns the reply (asserting 201).
+    pub async fn deposit(&self, admin: &TestUser, wallet: Uuid, amount: &str) -> Reply {
+        let body = json!({"amount": amount, "reference": format!("ref-{}", Uuid::new_v4())});
+        let reply = self.post(&format!("/api/v1/wallets/{wallet}/deposits"), &admin.token, body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "deposit: {:?}", reply.body);
+        reply
+    }
+
+    /// Waits until every projection's checkpoint reached `position`.
+    pub async fn wait_for_projections(&self, position: i64) {
+        let names: Vec<&str> = projections::all().iter().map(|p| p.name()).collect();
+        let pool = self.db.pool.clone();
+        eventually("projections to catch up", || {
+            let pool = pool.clone();
+            let names = names.clone();
+            async move {
+                let reached: Option<i64> = sqlx::query_scalar(
+                    "SELECT min(COALESCE(c.position, 0)) FROM unnest($1::text[]) p(name) \
+                     LEFT JOIN projection_checkpoints c ON c.name = p.name",
+                )
+                .bind(&names)
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+                (reached? >= position).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// The highest position written so far.
+    pub async fn head_position(&self) -> i64 {
+        sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events").fetch_one(&self.db.pool).await.expect("query")
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&self.db.pool).await.expect("query")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for task in &self.server.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A private NATS server with JetStream on a free port, for tests that stop it.
+pub struct PrivateNats {
+    pub port: u16,
+    store_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> PrivateNats {
+        let store_dir = std::env::temp_dir().join(format!("ecoledger-nats-{}", Uuid::new_v4().simple()));
+        let mut nats = PrivateNats { port: free_port(), store_dir, child: None };
+        nats.resume().await;
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and store directory.
+    pub async fn resume(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (install the nats-server package)");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        eventually("private NATS to accept connections", || {
+            let address = address.clone();
+            async move { tokio::net::TcpStream::connect(&address).await.ok().map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store_dir);
+    }
+}

@@ -51,10 +51,8 @@ where
     Fut: Future<Output = Result<Committed, ApiError>>,
 {
     let command_id = input.command_id();
-    let idempotency = input
-        .idempotency_key
-        .as_ref()
-        .map(|_| Idempotency { command_id, request_hash: input.body_hash.clone() });
+    let idempotency =
+        input.idempotency_key.as_ref().map(|_| Idempotency { command_id, request_hash: input.body_hash.clone() });
     for attempt in 0..COMMAND_ATTEMPTS_MAX {
         let context = CommandContext {
             actor: input.actor.clone(),
@@ -65,7 +63,7 @@ where
             at: event_store::metadata::now_micros(),
         };
         let uow = match state.store.begin(context, idempotency.clone()).await? {
-            Begun::Fresh(uow) => uow,
+            Begun::Fresh(uow) => *uow,
             Begun::Replayed(outcome) => return Ok(respond(&outcome, true)),
         };
         match body(uow).await {

@@ -70,7 +70,11 @@ impl ApiError {
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred; it was logged")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an unexpected error occurred; it was logged",
+        )
     }
 
     /// A `validation_failed` naming one field.
@@ -127,13 +131,15 @@ impl From<StoreError> for ApiError {
                 "the resource is busy with concurrent updates; retry shortly",
                 1,
             ),
-            StoreError::IdempotencyKeyReused => ApiError::conflict(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request",
-            ),
+            StoreError::IdempotencyKeyReused => {
+                ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request")
+            }
             StoreError::IdempotencyKeyInProgress => ApiError {
                 retry_after: Some(1),
-                ..ApiError::conflict("idempotency_key_in_progress", "a request with this Idempotency-Key is still running")
+                ..ApiError::conflict(
+                    "idempotency_key_in_progress",
+                    "a request with this Idempotency-Key is still running",
+                )
             },
             StoreError::ClaimTaken { kind } => claim_taken(&kind),
             StoreError::Database(error) => database_error(error),

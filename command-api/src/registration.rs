@@ -37,7 +37,9 @@ pub fn validate_username(username: &str) -> Result<(), ApiError> {
         && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     match valid {
         true => Ok(()),
-        false => Err(ApiError::invalid_field("username", "invalid_username", "3 to 32 letters, digits, '_', '.' or '-'")),
+        false => {
+            Err(ApiError::invalid_field("username", "invalid_username", "3 to 32 letters, digits, '_', '.' or '-'"))
+        }
     }
 }
 
@@ -73,7 +75,8 @@ pub fn validate_password(password: &str) -> Result<(), ApiError> {
 
 pub fn validate_display_name(display_name: Option<&str>) -> Result<(), ApiError> {
     let Some(name) = display_name else { return Ok(()) };
-    let valid = !name.trim().is_empty() && name.chars().count() <= DISPLAY_NAME_LEN_MAX && !name.chars().any(char::is_control);
+    let valid =
+        !name.trim().is_empty() && name.chars().count() <= DISPLAY_NAME_LEN_MAX && !name.chars().any(char::is_control);
     match valid {
         true => Ok(()),
         false => Err(ApiError::invalid_field("display_name", "invalid_display_name", "1 to 100 printable characters")),
@@ -81,7 +84,9 @@ pub fn validate_display_name(display_name: Option<&str>) -> Result<(), ApiError>
 }
 
 /// Builds statement arguments; binding plain values cannot fail short of a bug.
-pub fn arguments(bind: impl FnOnce(&mut PgArguments) -> Result<(), sqlx::error::BoxDynError>) -> Result<PgArguments, ApiError> {
+pub fn arguments(
+    bind: impl FnOnce(&mut PgArguments) -> Result<(), sqlx::error::BoxDynError>,
+) -> Result<PgArguments, ApiError> {
     let mut arguments = PgArguments::default();
     bind(&mut arguments).map_err(|error| {
         tracing::error!(%error, "cannot bind statement arguments");
@@ -93,7 +98,8 @@ pub fn arguments(bind: impl FnOnce(&mut PgArguments) -> Result<(), sqlx::error::
 /// Registers `user` inside `uow` and commits; answers 201 with the user and its wallets.
 pub async fn register(mut uow: UnitOfWork, user: NewUser) -> Result<Committed, ApiError> {
     let id = user.user_id.to_string();
-    let register = UserCommand::Register { user_id: user.user_id, username: user.username.clone(), roles: user.roles.clone() };
+    let register =
+        UserCommand::Register { user_id: user.user_id, username: user.username.clone(), roles: user.roles.clone() };
     uow.execute::<User>(&id, register, &()).await?.map_err(user_rejection)?;
     let mut wallets = Vec::new();
     for currency in Currency::ALL {

@@ -24,7 +24,14 @@ pub struct WalletView {
 }
 
 impl WalletView {
-    pub fn new(id: Uuid, owner_id: Uuid, currency: Currency, balance: Decimal, held: Decimal, frozen: bool) -> WalletView {
+    pub fn new(
+        id: Uuid,
+        owner_id: Uuid,
+        currency: Currency,
+        balance: Decimal,
+        held: Decimal,
+        frozen: bool,
+    ) -> WalletView {
         WalletView {
             id,
             owner_id,
@@ -39,7 +46,14 @@ impl WalletView {
     /// From an `rm_wallets` row (wallet_id, owner_id, currency, balance, held, frozen).
     pub fn from_row(row: &sqlx::postgres::PgRow) -> WalletView {
         let currency: Currency = row.get::<String, _>("currency").parse().unwrap_or(Currency::Eur);
-        WalletView::new(row.get("wallet_id"), row.get("owner_id"), currency, row.get("balance"), row.get("held"), row.get("frozen"))
+        WalletView::new(
+            row.get("wallet_id"),
+            row.get("owner_id"),
+            currency,
+            row.get("balance"),
+            row.get("held"),
+            row.get("frozen"),
+        )
     }
 }
 

@@ -135,7 +135,7 @@ pub async fn admin_create(args: AdminCreateArgs) -> anyhow::Result<ExitCode> {
     let Begun::Fresh(uow) = store.begin(CommandContext::new("cli:admin-create"), None).await? else {
         unreachable!("no idempotency key was given")
     };
-    registration::register(uow, user.clone()).await.map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.detail))?;
+    registration::register(*uow, user.clone()).await.map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.detail))?;
     println!("created {} {} ({})", role, args.username, user.user_id);
     Ok(ExitCode::SUCCESS)
 }

@@ -33,7 +33,12 @@ impl std::str::FromStr for Secret {
 #[derive(Debug, Clone, Args)]
 pub struct StoreSettings {
     /// Postgres connection string.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/ecoledger", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ecoledger",
+        hide_env_values = true
+    )]
     pub database_url: Secret,
     /// Largest number of Postgres connections this process opens.
     #[arg(long, env = "ECOLEDGER_DB_POOL_MAX", default_value_t = 32)]

@@ -63,7 +63,9 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
         }
     }
     tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
-    let listener = TcpListener::bind(&settings.http_addr).await.with_context(|| format!("Failed to bind {}", settings.http_addr))?;
+    let listener = TcpListener::bind(&settings.http_addr)
+        .await
+        .with_context(|| format!("Failed to bind {}", settings.http_addr))?;
     let address = listener.local_addr()?;
     if settings.runs(Component::Api) {
         let state = AppState {
@@ -101,10 +103,13 @@ async fn run_maintenance(pool: PgPool) {
     let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
     loop {
         interval.tick().await;
-        let outcomes = sqlx::query(&format!("DELETE FROM command_outcomes WHERE created_at < now() - interval '{OUTCOME_RETENTION}'"))
-            .execute(&pool)
-            .await;
-        let failures = sqlx::query("DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'").execute(&pool).await;
+        let outcomes = sqlx::query(&format!(
+            "DELETE FROM command_outcomes WHERE created_at < now() - interval '{OUTCOME_RETENTION}'"
+        ))
+        .execute(&pool)
+        .await;
+        let failures =
+            sqlx::query("DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'").execute(&pool).await;
         if let Err(error) = outcomes.and(failures) {
             tracing::warn!(%error, "maintenance failed; retrying next interval");
         }

@@ -100,10 +100,7 @@ mod tests {
     #[test]
     fn keys_are_sorted_and_whitespace_dropped() {
         let value = json!({"b": 1, "a": [true, null, "x"], "c": {"z": 0, "y": -5}});
-        assert_eq!(
-            to_canonical_string(&value).unwrap(),
-            r#"{"a":[true,null,"x"],"b":1,"c":{"y":-5,"z":0}}"#
-        );
+        assert_eq!(to_canonical_string(&value).unwrap(), r#"{"a":[true,null,"x"],"b":1,"c":{"y":-5,"z":0}}"#);
     }
 
     #[test]

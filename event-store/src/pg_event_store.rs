@@ -77,7 +77,8 @@ impl<A: Snapshotted> EventStore<A> for PgEventStore<A> {
         .map_err(|e| to_aggregate_error(e.into()))?;
         rows.iter()
             .map(|(canonical,)| {
-                let recorded = RecordedEvent::from_canonical(canonical).map_err(|e| to_aggregate_error(StoreError::corrupt(e)))?;
+                let recorded =
+                    RecordedEvent::from_canonical(canonical).map_err(|e| to_aggregate_error(StoreError::corrupt(e)))?;
                 Ok(EventEnvelope {
                     aggregate_id: recorded.aggregate_id.clone(),
                     sequence: recorded.sequence as usize,
@@ -108,7 +109,7 @@ impl<A: Snapshotted> EventStore<A> for PgEventStore<A> {
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
         let command = context_from(&metadata);
         let mut uow = match self.store.begin(command.clone(), None).await.map_err(to_aggregate_error)? {
-            Begun::Fresh(uow) => uow,
+            Begun::Fresh(uow) => *uow,
             Begun::Replayed(_) => unreachable!("no idempotency key was given"),
         };
         uow.set_head(A::TYPE, &context.aggregate_id, context.head_hash);

@@ -143,10 +143,8 @@ impl Relay {
             headers.insert("Nats-Msg-Id", self.bus.message_id(event.position).as_str());
             let payload = serde_json::to_vec(&message).map_err(StoreError::corrupt)?;
             let subject = self.bus.event_subject(&event.aggregate_type);
-            let ack = js
-                .publish_with_headers(subject, headers, payload.into())
-                .await
-                .map_err(StoreError::nats_error)?;
+            let ack =
+                js.publish_with_headers(subject, headers, payload.into()).await.map_err(StoreError::nats_error)?;
             acks.push(ack.into_future());
         }
         try_join_all(acks).await.map_err(StoreError::nats_error)?;

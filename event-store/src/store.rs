@@ -93,9 +93,7 @@ impl Store {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         let stripe = self.inner.stripes[(hasher.finish() as usize) % STREAM_LOCK_STRIPES].clone();
-        tokio::time::timeout(STREAM_LOCK_WAIT_MAX, stripe.lock_owned())
-            .await
-            .map_err(|_| StoreError::Conflict)
+        tokio::time::timeout(STREAM_LOCK_WAIT_MAX, stripe.lock_owned()).await.map_err(|_| StoreError::Conflict)
     }
 
     /// Loads an aggregate from its snapshot (when `use_snapshot`) and the events after it.
@@ -167,9 +165,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
-            .map(|row| RecordedEvent::from_canonical(row.get(0)).map_err(StoreError::corrupt))
-            .collect()
+        rows.iter().map(|row| RecordedEvent::from_canonical(row.get(0)).map_err(StoreError::corrupt)).collect()
     }
 
     /// The highest position the relay has published: readers by position stop there.

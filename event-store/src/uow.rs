@@ -7,7 +7,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ impl Outcome {
 }
 
 pub enum Begun {
-    Fresh(UnitOfWork),
+    Fresh(Box<UnitOfWork>),
     /// The command ran before: its stored outcome.
     Replayed(Outcome),
 }
@@ -103,18 +103,12 @@ pub struct Committed {
 impl Store {
     /// Starts a unit of work. With an idempotency key, a repeat of a finished command returns
     /// its stored outcome, and a repeat while it still runs is refused.
-    pub async fn begin(
-        &self,
-        context: CommandContext,
-        idempotency: Option<Idempotency>,
-    ) -> Result<Begun, StoreError> {
+    pub async fn begin(&self, context: CommandContext, idempotency: Option<Idempotency>) -> Result<Begun, StoreError> {
         let mut tx = self.pool().begin().await?;
         if let Some(key) = &idempotency {
             let lock_key = i64::from_be_bytes(key.command_id.as_bytes()[..8].try_into().expect("8 bytes"));
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(lock_key)
-                .fetch_one(&mut *tx)
-                .await?;
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key).fetch_one(&mut *tx).await?;
             if !locked {
                 return Err(StoreError::IdempotencyKeyInProgress);
             }
@@ -124,7 +118,7 @@ impl Store {
                 return Ok(Begun::Replayed(outcome));
             }
         }
-        Ok(Begun::Fresh(UnitOfWork {
+        Ok(Begun::Fresh(Box::new(UnitOfWork {
             store: self.clone(),
             tx,
             context,
@@ -134,7 +128,7 @@ impl Store {
             claims: Vec::new(),
             statements: Vec::new(),
             _stream_locks: Vec::new(),
-        }))
+        })))
     }
 
     /// Stores the outcome of a command refused before it wrote anything, so a repeat of the
@@ -160,19 +154,22 @@ async fn stored_outcome(
     tx: &mut Transaction<'static, Postgres>,
     key: &Idempotency,
 ) -> Result<Option<Outcome>, StoreError> {
-    let row: Option<(Vec<u8>, i16, Value, Option<String>, Option<i64>)> = sqlx::query_as(
+    let row = sqlx::query(
         "SELECT request_hash, status, body, location, position FROM command_outcomes WHERE command_id = $1",
     )
     .bind(key.command_id)
     .fetch_optional(&mut **tx)
     .await?;
-    match row {
-        None => Ok(None),
-        Some((hash, ..)) if hash != key.request_hash => Err(StoreError::IdempotencyKeyReused),
-        Some((_, status, body, location, position)) => {
-            Ok(Some(Outcome { status: status as u16, body, location, position }))
-        }
+    let Some(row) = row else { return Ok(None) };
+    if row.get::<Vec<u8>, _>("request_hash") != key.request_hash {
+        return Err(StoreError::IdempotencyKeyReused);
     }
+    Ok(Some(Outcome {
+        status: row.get::<i16, _>("status") as u16,
+        body: row.get("body"),
+        location: row.get("location"),
+        position: row.get("position"),
+    }))
 }
 
 impl UnitOfWork {
@@ -206,8 +203,8 @@ impl UnitOfWork {
         }
         let events = sink.collect().await;
         let sequence = loaded.sequence + events.len() as i64;
-        let snapshot_due = !events.is_empty()
-            && sequence - loaded.snapshot_sequence >= self.store.inner.snapshot_interval;
+        let snapshot_due =
+            !events.is_empty() && sequence - loaded.snapshot_sequence >= self.store.inner.snapshot_interval;
         let snapshot = match snapshot_due {
             true => Some(PendingSnapshot {
                 schema_version: A::SNAPSHOT_VERSION,
@@ -263,25 +260,24 @@ impl UnitOfWork {
     pub async fn commit(mut self, respond: impl FnOnce(Option<i64>) -> Outcome) -> Result<Committed, StoreError> {
         let position = self.write_events().await?;
         for claim in std::mem::take(&mut self.claims) {
-            let inserted = sqlx::query(
-                "INSERT INTO claims (kind, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&claim.kind)
-            .bind(&claim.value)
-            .bind(&claim.owner)
-            .execute(&mut *self.tx)
-            .await?;
+            let inserted =
+                sqlx::query("INSERT INTO claims (kind, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(&claim.kind)
+                    .bind(&claim.value)
+                    .bind(&claim.owner)
+                    .execute(&mut *self.tx)
+                    .await?;
             if inserted.rows_affected() == 0 {
                 return Err(StoreError::ClaimTaken { kind: claim.kind });
             }
         }
         for (sql, arguments) in std::mem::take(&mut self.statements) {
-            sqlx::query_with(sql, arguments).execute(&mut *self.tx).await.map_err(|error| {
-                match is_unique_violation(&error) {
+            sqlx::query_with(sql, arguments).execute(&mut *self.tx).await.map_err(
+                |error| match is_unique_violation(&error) {
                     true => StoreError::Conflict,
                     false => StoreError::Database(error),
-                }
-            })?;
+                },
+            )?;
         }
         let mut outcome = respond(position);
         outcome.position = position;
@@ -346,7 +342,6 @@ impl UnitOfWork {
         rows.insert(&mut self.tx).await?;
         Ok(positions.last().copied())
     }
-
 }
 
 impl Store {

@@ -57,7 +57,9 @@ async fn verify_streams(pool: &PgPool, report: &mut VerifyReport) -> Result<Opti
         let position: i64 = row.get(3);
         let name = format!("{}/{} sequence {sequence} (position {position})", stream.0, stream.1);
         if sequence != expected_sequence {
-            return Ok(Some(format!("{name}: expected sequence {expected_sequence}: an event was removed or reordered")));
+            return Ok(Some(format!(
+                "{name}: expected sequence {expected_sequence}: an event was removed or reordered"
+            )));
         }
         let prev_hash: Vec<u8> = row.get(7);
         if prev_hash != expected_prev {

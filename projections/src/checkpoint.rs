@@ -18,14 +18,17 @@ pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<i64, Stor
 
 /// Every live projection's checkpoint, by name.
 pub async fn checkpoints(pool: &sqlx::PgPool) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as("SELECT name, position FROM projection_checkpoints ORDER BY name")
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as("SELECT name, position FROM projection_checkpoints ORDER BY name").fetch_all(pool).await?)
 }
 
 /// Moves the checkpoint from `expected` to `position`. Fails with `Conflict` when someone else
 /// (a rebuild) moved it: the caller's transaction must then roll back and reload.
-pub(crate) async fn advance(conn: &mut PgConnection, name: &str, expected: i64, position: i64) -> Result<(), StoreError> {
+pub(crate) async fn advance(
+    conn: &mut PgConnection,
+    name: &str,
+    expected: i64,
+    position: i64,
+) -> Result<(), StoreError> {
     let moved = sqlx::query("UPDATE projection_checkpoints SET position = $3 WHERE name = $1 AND position = $2")
         .bind(name)
         .bind(expected)

@@ -55,16 +55,28 @@ pub async fn replay_into_schema(
         position = last;
     }
     let names = projections.iter().map(|p| p.name()).collect();
-    Ok(ReplayReport { schema: schema.to_string(), projections: names, events: events_applied, position, elapsed: started.elapsed() })
+    Ok(ReplayReport {
+        schema: schema.to_string(),
+        projections: names,
+        events: events_applied,
+        position,
+        elapsed: started.elapsed(),
+    })
 }
 
-async fn create_schema(conn: &mut PgConnection, projections: &[Arc<dyn Projection>], schema: &str) -> Result<(), StoreError> {
+async fn create_schema(
+    conn: &mut PgConnection,
+    projections: &[Arc<dyn Projection>],
+    schema: &str,
+) -> Result<(), StoreError> {
     let mut tx = conn.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut *tx).await?;
     sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut *tx).await?;
-    sqlx::query(&format!("CREATE TABLE {schema}.projection_checkpoints (LIKE public.projection_checkpoints INCLUDING ALL)"))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {schema}.projection_checkpoints (LIKE public.projection_checkpoints INCLUDING ALL)"
+    ))
+    .execute(&mut *tx)
+    .await?;
     for projection in projections {
         for table in projection.tables() {
             sqlx::query(&format!("CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"))

@@ -47,7 +47,9 @@ impl Projector {
     async fn run_while_active(&self) -> Result<(), StoreError> {
         let name = self.projection.name();
         let mut lock_conn = self.store.pool().acquire().await?.detach();
-        while !event_store::try_advisory_lock(&mut lock_conn, event_store::PROJECTION_LOCK_CLASS, lock_object(name)).await? {
+        while !event_store::try_advisory_lock(&mut lock_conn, event_store::PROJECTION_LOCK_CLASS, lock_object(name))
+            .await?
+        {
             tokio::time::sleep(STANDBY_POLL).await;
         }
         tracing::info!(projection = name, "projector active");
@@ -131,7 +133,12 @@ impl Projector {
         Ok(())
     }
 
-    async fn apply_batch(&self, conn: &mut PgConnection, position: &mut i64, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        position: &mut i64,
+        events: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
         let last = events.last().expect("a batch is never empty").position;
         let result = apply_in_transaction(conn, self.projection.as_ref(), *position, last, events).await;
         match result {

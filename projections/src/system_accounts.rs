@@ -34,7 +34,13 @@ impl Projection for SystemAccounts {
     }
 }
 
-async fn add(conn: &mut PgConnection, currency: &str, account: &str, delta: Decimal, position: i64) -> Result<(), StoreError> {
+async fn add(
+    conn: &mut PgConnection,
+    currency: &str,
+    account: &str,
+    delta: Decimal,
+    position: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO rm_system_accounts (currency, account, balance, position) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (currency, account) DO UPDATE SET balance = rm_system_accounts.balance + EXCLUDED.balance, \

@@ -82,7 +82,9 @@ impl Projection for Transactions {
                     .execute(&mut *conn)
                     .await?;
             }
-            WalletEvent::TransactionReversed { reversal_id, original_transaction_id, currency, amount, reason, .. } => {
+            WalletEvent::TransactionReversed {
+                reversal_id, original_transaction_id, currency, amount, reason, ..
+            } => {
                 sqlx::query(insert)
                     .bind(reversal_id)
                     .bind("reversal")

@@ -46,7 +46,9 @@ impl Projection for WalletEntries {
 /// The statement line of an event: its transaction id, kind and the balance after it.
 fn entry_of(event: &WalletEvent) -> Option<(Uuid, &'static str, Decimal)> {
     match event {
-        WalletEvent::Deposited { transaction_id, balance_after, .. } => Some((*transaction_id, "deposit", *balance_after)),
+        WalletEvent::Deposited { transaction_id, balance_after, .. } => {
+            Some((*transaction_id, "deposit", *balance_after))
+        }
         WalletEvent::WithdrawalRequested { withdrawal_id, balance_after, .. } => {
             Some((*withdrawal_id, "withdrawal", *balance_after))
         }

@@ -103,7 +103,11 @@ pub struct VerifyView {
 /// Walks every hash chain now and reports the first problem, if any.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = VerifyView), (status = 403, body = crate::error::Problem)))]
-pub async fn audit_verify(State(state): State<AppState>, caller: Caller, info: RequestInfo) -> Result<Response, ApiError> {
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    info: RequestInfo,
+) -> Result<Response, ApiError> {
     caller.require_any(&state, &info, STAFF).await?;
     let report = event_store::verify::verify(state.store.pool()).await?;
     let view = VerifyView {

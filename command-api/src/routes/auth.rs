@@ -70,7 +70,10 @@ pub async fn auth_token(State(state): State<AppState>, request: Request) -> Resu
         record_failure(&state, &username, &info).await;
         return Err(ApiError::unauthorized("invalid_credentials", "wrong username or password"));
     };
-    sqlx::query("DELETE FROM login_failures WHERE username_lower = $1").bind(&username).execute(state.store.pool()).await?;
+    sqlx::query("DELETE FROM login_failures WHERE username_lower = $1")
+        .bind(&username)
+        .execute(state.store.pool())
+        .await?;
     // Roles come from the event store itself, not a read model: a token right after a role
     // change already carries it.
     let user = state.store.load_current::<User>(&user_id.to_string()).await?.aggregate;
@@ -98,15 +101,23 @@ async fn check_rate_limit(state: &AppState, username: &str, info: &RequestInfo) 
     security::record(state, event).await;
     Err(ApiError {
         retry_after: Some(window.as_secs()),
-        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_login_attempts", "too many failed logins; try again later")
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_login_attempts",
+            "too many failed logins; try again later",
+        )
     })
 }
 
 async fn record_failure(state: &AppState, username: &str, info: &RequestInfo) {
-    let result = sqlx::query("INSERT INTO login_failures (username_lower) VALUES ($1)").bind(username).execute(state.store.pool()).await;
+    let result = sqlx::query("INSERT INTO login_failures (username_lower) VALUES ($1)")
+        .bind(username)
+        .execute(state.store.pool())
+        .await;
     if let Err(error) = result {
         tracing::warn!(%error, "login failure not recorded");
     }
-    let event = SecurityEvent::new("login_failed", info).subject(username).code("invalid_credentials").details(json!({}));
+    let event =
+        SecurityEvent::new("login_failed", info).subject(username).code("invalid_credentials").details(json!({}));
     security::record(state, event).await;
 }

@@ -43,7 +43,8 @@ pub struct TransactionView {
     pub position: i64,
 }
 
-const SELECT_TRANSACTION: &str = "SELECT t.transaction_id, t.kind, t.wallet_id, t.currency, t.amount, t.status, t.reference, \
+const SELECT_TRANSACTION: &str =
+    "SELECT t.transaction_id, t.kind, t.wallet_id, t.currency, t.amount, t.status, t.reference, \
      t.destination, t.reversal_of, t.reversed_by, t.reason, t.created_at, t.updated_at, t.position, w.owner_id \
      FROM rm_transactions t JOIN rm_wallets w ON w.wallet_id = t.wallet_id";
 
@@ -70,7 +71,12 @@ fn view(row: &sqlx::postgres::PgRow) -> TransactionView {
 /// One transaction of yours (any, for admins and auditors).
 #[utoipa::path(get, path = "/api/v1/transactions/{id}", tag = "transactions", security(("bearer" = [])),
     responses((status = 200, body = TransactionView), (status = 404, body = crate::error::Problem)))]
-pub async fn transactions_get(State(state): State<AppState>, caller: Caller, consistency: Consistency, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+pub async fn transactions_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    consistency: Consistency,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     let position = position_of(&state, READ_MODELS, consistency.0).await?;
     let row = sqlx::query(&format!("{SELECT_TRANSACTION} WHERE t.transaction_id = $1"))
         .bind(id)
@@ -146,7 +152,8 @@ pub async fn transactions_reverse(
     caller.require_admin(&state, &info).await?;
     let reason = body.value.reason;
     validate_text("reason", &reason)?;
-    let input = CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
+    let input =
+        CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |mut uow| {
         let reason = reason.clone();
         async move {
@@ -165,9 +172,16 @@ pub async fn transactions_reverse(
             };
             let amount = Amount::new(original.amount, original.currency).map_err(|_| ApiError::internal())?;
             let reversal_id = Uuid::new_v4();
-            let command = WalletCommand::Reverse { reversal_id, original_transaction_id: original_id, amount, direction, reason: reason.clone() };
+            let command = WalletCommand::Reverse {
+                reversal_id,
+                original_transaction_id: original_id,
+                amount,
+                direction,
+                reason: reason.clone(),
+            };
             let wallet_id = original.wallet_id;
-            let executed = uow.execute::<Wallet>(&wallet_id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
+            let executed =
+                uow.execute::<Wallet>(&wallet_id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
             uow.claim(crate::claims::REVERSAL, &original_id.to_string(), &reversal_id.to_string());
             index_transaction(&mut uow, reversal_id, wallet_id, "reversal", original.currency, amount, "completed")?;
             let currency = original.currency;
@@ -184,7 +198,12 @@ pub async fn transactions_reverse(
             });
             let location = format!("/api/v1/transactions/{reversal_id}");
             Ok(uow
-                .commit(|position| Outcome { status: 201, body: with_position_field(body, position), location: Some(location), position })
+                .commit(|position| Outcome {
+                    status: 201,
+                    body: with_position_field(body, position),
+                    location: Some(location),
+                    position,
+                })
                 .await?)
         }
     })

@@ -39,7 +39,11 @@ pub struct RegisterRequest {
     responses((status = 201, description = "Registered: the user and its four wallets"),
               (status = 409, description = "username_taken or email_taken", body = crate::error::Problem),
               (status = 422, description = "validation_failed", body = crate::error::Problem)))]
-pub async fn users_create(State(state): State<AppState>, info: RequestInfo, body: ApiJson<RegisterRequest>) -> Result<Response, ApiError> {
+pub async fn users_create(
+    State(state): State<AppState>,
+    info: RequestInfo,
+    body: ApiJson<RegisterRequest>,
+) -> Result<Response, ApiError> {
     let request = body.value;
     registration::validate_username(&request.username)?;
     registration::validate_email(&request.email)?;
@@ -54,7 +58,8 @@ pub async fn users_create(State(state): State<AppState>, info: RequestInfo, body
         password_hash,
         roles: BTreeSet::from([Role::User]),
     };
-    let input = CommandInput { actor: user.user_id.to_string(), idempotency_key: None, body_hash: body.body_hash, info };
+    let input =
+        CommandInput { actor: user.user_id.to_string(), idempotency_key: None, body_hash: body.body_hash, info };
     run(&state, input, |uow| registration::register(uow, user.clone())).await
 }
 
@@ -62,7 +67,11 @@ pub async fn users_create(State(state): State<AppState>, info: RequestInfo, body
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users", security(("bearer" = [])),
     params(("min_position" = Option<i64>, Query, description = "Wait (bounded) until the read model reached this position")),
     responses((status = 200, body = UserView)))]
-pub async fn users_me(State(state): State<AppState>, caller: Caller, consistency: Consistency) -> Result<Response, ApiError> {
+pub async fn users_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    consistency: Consistency,
+) -> Result<Response, ApiError> {
     let position = position_of(&state, &["users"], consistency.0).await?;
     let user = load_user_view(&state, caller.user_id, true).await?;
     Ok(with_position(position, axum::Json(user)))
@@ -71,7 +80,12 @@ pub async fn users_me(State(state): State<AppState>, caller: Caller, consistency
 /// A user: yourself, or anyone for admins and auditors (others answer 404).
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 404, body = crate::error::Problem)))]
-pub async fn users_get(State(state): State<AppState>, caller: Caller, consistency: Consistency, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+pub async fn users_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    consistency: Consistency,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     ensure_self_or_staff(&caller, id)?;
     let position = position_of(&state, &["users"], consistency.0).await?;
     let user = load_user_view(&state, id, true).await?;
@@ -81,7 +95,12 @@ pub async fn users_get(State(state): State<AppState>, caller: Caller, consistenc
 /// The user's wallets with balance, held and available.
 #[utoipa::path(get, path = "/api/v1/users/{id}/wallets", tag = "wallets", security(("bearer" = [])),
     responses((status = 200, body = Vec<WalletView>)))]
-pub async fn users_wallets(State(state): State<AppState>, caller: Caller, consistency: Consistency, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+pub async fn users_wallets(
+    State(state): State<AppState>,
+    caller: Caller,
+    consistency: Consistency,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     ensure_self_or_staff(&caller, id)?;
     let position = position_of(&state, &["wallets"], consistency.0).await?;
     let rows = sqlx::query(
@@ -119,7 +138,8 @@ pub async fn users_update_profile(
     }
     let request = body.value;
     registration::validate_display_name(request.display_name.as_deref())?;
-    let input = CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
+    let input =
+        CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |mut uow| {
         let request = request.clone();
         async move {
@@ -160,7 +180,11 @@ pub async fn users_grant_role(
     body: ApiJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
-    let role: Role = body.value.role.parse().map_err(|_| ApiError::invalid_field("role", "unknown_role", "user, admin or auditor"))?;
+    let role: Role = body
+        .value
+        .role
+        .parse()
+        .map_err(|_| ApiError::invalid_field("role", "unknown_role", "user, admin or auditor"))?;
     change_role(state, caller, info, key, id, body.body_hash, UserCommand::GrantRole { role }).await
 }
 
@@ -175,7 +199,8 @@ pub async fn users_revoke_role(
     Path((id, role)): Path<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
-    let role: Role = role.parse().map_err(|_| ApiError::invalid_field("role", "unknown_role", "user, admin or auditor"))?;
+    let role: Role =
+        role.parse().map_err(|_| ApiError::invalid_field("role", "unknown_role", "user, admin or auditor"))?;
     change_role(state, caller, info, key, id, Vec::new(), UserCommand::RevokeRole { role }).await
 }
 
@@ -188,14 +213,17 @@ async fn change_role(
     body_hash: Vec<u8>,
     command: UserCommand,
 ) -> Result<Response, ApiError> {
-    let input = CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash, info: info.clone() };
+    let input =
+        CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash, info: info.clone() };
     let response = run(&state, input, |mut uow| {
         let command = command.clone();
         async move {
             let executed = uow.execute::<User>(&id.to_string(), command, &()).await?.map_err(user_rejection)?;
             let roles: Vec<&str> = executed.aggregate.roles.iter().map(|r| r.name()).collect();
             let body = json!({"id": id, "roles": roles});
-            Ok(uow.commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) }).await?)
+            Ok(uow
+                .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
+                .await?)
         }
     })
     .await?;
@@ -227,7 +255,9 @@ pub async fn users_erase_personal_data(
             arguments(|a| a.add(id))?,
         );
         let body = json!({"id": id, "erased": true});
-        Ok(uow.commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) }).await?)
+        Ok(uow
+            .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
+            .await?)
     })
     .await
 }

@@ -28,7 +28,12 @@ pub const TEXT_FIELD_LEN_MAX: usize = 200;
 /// A wallet: yours, or any for admins and auditors; another user's is a 404.
 #[utoipa::path(get, path = "/api/v1/wallets/{id}", tag = "wallets", security(("bearer" = [])),
     responses((status = 200, body = WalletView), (status = 404, body = crate::error::Problem)))]
-pub async fn wallets_get(State(state): State<AppState>, caller: Caller, consistency: Consistency, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+pub async fn wallets_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    consistency: Consistency,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     let position = position_of(&state, &["wallets"], consistency.0).await?;
     let wallet = visible_wallet(&state, &caller, id).await?;
     Ok(with_position(position, axum::Json(wallet)))
@@ -100,10 +105,11 @@ pub async fn wallets_entries(
 /// The wallet as its owner or staff sees it; anyone else gets the same 404 as for a wallet
 /// that does not exist.
 pub async fn visible_wallet(state: &AppState, caller: &Caller, id: Uuid) -> Result<WalletView, ApiError> {
-    let row = sqlx::query("SELECT wallet_id, owner_id, currency, balance, held, frozen FROM rm_wallets WHERE wallet_id = $1")
-        .bind(id)
-        .fetch_optional(state.store.pool())
-        .await?;
+    let row =
+        sqlx::query("SELECT wallet_id, owner_id, currency, balance, held, frozen FROM rm_wallets WHERE wallet_id = $1")
+            .bind(id)
+            .fetch_optional(state.store.pool())
+            .await?;
     match row.map(|row| WalletView::from_row(&row)) {
         Some(wallet) if wallet.owner_id == caller.user_id || caller.is_staff() => Ok(wallet),
         _ => Err(wallet_not_found()),
@@ -116,10 +122,15 @@ pub fn wallet_not_found() -> ApiError {
 
 /// Validates a free-text field: present, bounded, printable.
 pub fn validate_text(field: &str, value: &str) -> Result<(), ApiError> {
-    let valid = !value.trim().is_empty() && value.chars().count() <= TEXT_FIELD_LEN_MAX && !value.chars().any(char::is_control);
+    let valid =
+        !value.trim().is_empty() && value.chars().count() <= TEXT_FIELD_LEN_MAX && !value.chars().any(char::is_control);
     match valid {
         true => Ok(()),
-        false => Err(ApiError::invalid_field(field, "invalid_text", format!("1 to {TEXT_FIELD_LEN_MAX} printable characters"))),
+        false => Err(ApiError::invalid_field(
+            field,
+            "invalid_text",
+            format!("1 to {TEXT_FIELD_LEN_MAX} printable characters"),
+        )),
     }
 }
 
@@ -130,7 +141,12 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<Amount, ApiError> 
 
 /// Loads the wallet in the command's transaction; 404 unless it exists and, when `owner` is
 /// given, belongs to them.
-async fn command_wallet(uow: &mut UnitOfWork, state: &AppState, id: Uuid, owner: Option<Uuid>) -> Result<Wallet, ApiError> {
+async fn command_wallet(
+    uow: &mut UnitOfWork,
+    state: &AppState,
+    id: Uuid,
+    owner: Option<Uuid>,
+) -> Result<Wallet, ApiError> {
     let loaded = state.store.load::<Wallet>(uow.connection(), &id.to_string(), true).await?;
     match loaded.aggregate.identity {
         Some(identity) if owner.is_none_or(|owner| owner == identity.owner_id) => Ok(loaded.aggregate),
@@ -165,21 +181,28 @@ pub async fn deposits_create(
     caller.require_admin(&state, &info).await?;
     let request = body.value;
     validate_text("reference", &request.reference)?;
-    let input = CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
+    let input =
+        CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |mut uow| {
         let (state, request) = (state.clone(), request.clone());
         async move {
             let currency = command_wallet(&mut uow, &state, id, None).await?.identity.expect("open wallet").currency;
             let amount = parse_amount(&request.amount, currency)?;
             let transaction_id = Uuid::new_v4();
-            let command = WalletCommand::Deposit { transaction_id, amount, currency, reference: request.reference.clone() };
+            let command =
+                WalletCommand::Deposit { transaction_id, amount, currency, reference: request.reference.clone() };
             let executed = uow.execute::<Wallet>(&id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
             uow.claim(crate::claims::DEPOSIT_REFERENCE, &request.reference, &transaction_id.to_string());
             index_transaction(&mut uow, transaction_id, id, "deposit", currency, amount, "completed")?;
             let body = movement_body(transaction_id, id, "deposit", "completed", currency, amount, &executed.aggregate);
             let location = format!("/api/v1/transactions/{transaction_id}");
             Ok(uow
-                .commit(|position| Outcome { status: 201, body: with_position_field(body, position), location: Some(location), position })
+                .commit(|position| Outcome {
+                    status: 201,
+                    body: with_position_field(body, position),
+                    location: Some(location),
+                    position,
+                })
                 .await?)
         }
     })
@@ -219,7 +242,8 @@ pub async fn withdrawals_create(
     run(&state, input, |mut uow| {
         let (state, request) = (state.clone(), request.clone());
         async move {
-            let currency = command_wallet(&mut uow, &state, id, Some(owner)).await?.identity.expect("open wallet").currency;
+            let currency =
+                command_wallet(&mut uow, &state, id, Some(owner)).await?.identity.expect("open wallet").currency;
             let amount = parse_amount(&request.amount, currency)?;
             let withdrawal_id = Uuid::new_v4();
             let command = WalletCommand::RequestWithdrawal {
@@ -230,12 +254,21 @@ pub async fn withdrawals_create(
                 destination: request.destination.clone(),
             };
             let executed = uow.execute::<Wallet>(&id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
-            uow.claim(crate::claims::WITHDRAWAL_REFERENCE, &format!("{id}/{}", request.reference), &withdrawal_id.to_string());
+            uow.claim(
+                crate::claims::WITHDRAWAL_REFERENCE,
+                &format!("{id}/{}", request.reference),
+                &withdrawal_id.to_string(),
+            );
             index_transaction(&mut uow, withdrawal_id, id, "withdrawal", currency, amount, "pending")?;
             let body = movement_body(withdrawal_id, id, "withdrawal", "pending", currency, amount, &executed.aggregate);
             let location = format!("/api/v1/transactions/{withdrawal_id}");
             Ok(uow
-                .commit(|position| Outcome { status: 201, body: with_position_field(body, position), location: Some(location), position })
+                .commit(|position| Outcome {
+                    status: 201,
+                    body: with_position_field(body, position),
+                    location: Some(location),
+                    position,
+                })
                 .await?)
         }
     })
@@ -371,7 +404,9 @@ async fn set_frozen(
         async move {
             let executed = uow.execute::<Wallet>(&id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
             let body = json!({"wallet_id": id, "frozen": executed.aggregate.frozen});
-            Ok(uow.commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) }).await?)
+            Ok(uow
+                .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
+                .await?)
         }
     })
     .await
@@ -387,10 +422,12 @@ pub struct IndexedTransaction {
 }
 
 pub async fn indexed_transaction(uow: &mut UnitOfWork, id: Uuid) -> Result<Option<IndexedTransaction>, ApiError> {
-    let row = sqlx::query("SELECT wallet_id, kind, currency, amount, status FROM transaction_index WHERE transaction_id = $1")
-        .bind(id)
-        .fetch_optional(uow.connection())
-        .await?;
+    let row = sqlx::query(
+        "SELECT wallet_id, kind, currency, amount, status FROM transaction_index WHERE transaction_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(uow.connection())
+    .await?;
     Ok(row.map(|row| IndexedTransaction {
         wallet_id: row.get("wallet_id"),
         kind: row.get("kind"),

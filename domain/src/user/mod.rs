@@ -48,10 +48,21 @@ impl FromStr for Role {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserCommand {
-    Register { user_id: Uuid, username: String, roles: BTreeSet<Role> },
-    UpdateProfile { is_seller: bool, is_buyer: bool },
-    GrantRole { role: Role },
-    RevokeRole { role: Role },
+    Register {
+        user_id: Uuid,
+        username: String,
+        roles: BTreeSet<Role>,
+    },
+    UpdateProfile {
+        is_seller: bool,
+        is_buyer: bool,
+    },
+    GrantRole {
+        role: Role,
+    },
+    RevokeRole {
+        role: Role,
+    },
     /// Records that the user's personal data (email, display name) was erased.
     ErasePersonalData,
 }
@@ -138,13 +149,9 @@ impl User {
             UserCommand::UpdateProfile { is_seller, is_buyer } => {
                 Ok(vec![UserEvent::ProfileUpdated { is_seller, is_buyer }])
             }
-            UserCommand::GrantRole { role } if self.roles.contains(&role) => {
-                Err(UserError::RoleAlreadyGranted)
-            }
+            UserCommand::GrantRole { role } if self.roles.contains(&role) => Err(UserError::RoleAlreadyGranted),
             UserCommand::GrantRole { role } => Ok(vec![UserEvent::RoleGranted { role }]),
-            UserCommand::RevokeRole { role } if !self.roles.contains(&role) => {
-                Err(UserError::RoleNotGranted)
-            }
+            UserCommand::RevokeRole { role } if !self.roles.contains(&role) => Err(UserError::RoleNotGranted),
             UserCommand::RevokeRole { role } => Ok(vec![UserEvent::RoleRevoked { role }]),
             UserCommand::ErasePersonalData if self.erased => Err(UserError::AlreadyErased),
             UserCommand::ErasePersonalData => Ok(vec![UserEvent::PersonalDataErased {}]),

@@ -104,13 +104,7 @@ impl Wallet {
                     balance_after: self.credited(amount.value())?,
                 }])
             }
-            WalletCommand::RequestWithdrawal {
-                withdrawal_id,
-                amount,
-                currency,
-                reference,
-                destination,
-            } => {
+            WalletCommand::RequestWithdrawal { withdrawal_id, amount, currency, reference, destination } => {
                 self.check_currency(currency)?;
                 if self.pending_withdrawals.contains_key(&withdrawal_id) {
                     return Err(WalletError::WithdrawalExists);
@@ -142,13 +136,7 @@ impl Wallet {
                     balance_after: self.returned(amount.value())?,
                 }])
             }
-            WalletCommand::Reverse {
-                reversal_id,
-                original_transaction_id,
-                amount,
-                direction,
-                reason,
-            } => {
+            WalletCommand::Reverse { reversal_id, original_transaction_id, amount, direction, reason } => {
                 let currency = self.identity()?.currency;
                 let balance_after = match direction {
                     // A reversal is an admin correction: it may debit a frozen wallet, but
@@ -219,19 +207,11 @@ impl Wallet {
 
     fn pending_withdrawal(&self, withdrawal_id: Uuid) -> Result<Amount, WalletError> {
         let identity = self.identity()?;
-        let amount = self
-            .pending_withdrawals
-            .get(&withdrawal_id)
-            .ok_or(WalletError::WithdrawalNotFound)?;
+        let amount = self.pending_withdrawals.get(&withdrawal_id).ok_or(WalletError::WithdrawalNotFound)?;
         Amount::new(*amount, identity.currency).map_err(WalletError::Amount)
     }
 
-    fn decide_capture(
-        &self,
-        hold_id: Uuid,
-        capture_id: Uuid,
-        amount: Amount,
-    ) -> Result<Vec<WalletEvent>, WalletError> {
+    fn decide_capture(&self, hold_id: Uuid, capture_id: Uuid, amount: Amount) -> Result<Vec<WalletEvent>, WalletError> {
         let currency = self.identity()?.currency;
         let hold = self.holds.get(&hold_id).ok_or(WalletError::HoldNotFound)?;
         if let Some(captured) = hold.captures.get(&capture_id) {
@@ -289,8 +269,7 @@ impl Aggregate for Wallet {
             WalletEvent::WalletOpened { wallet_id, owner_id, currency } => {
                 self.identity = Some(WalletIdentity { wallet_id, owner_id, currency });
             }
-            WalletEvent::Deposited { balance_after, .. }
-            | WalletEvent::TransactionReversed { balance_after, .. } => {
+            WalletEvent::Deposited { balance_after, .. } | WalletEvent::TransactionReversed { balance_after, .. } => {
                 self.balance = balance_after;
             }
             WalletEvent::WithdrawalRequested { withdrawal_id, amount, balance_after, .. } => {
@@ -311,9 +290,7 @@ impl Aggregate for Wallet {
                 let hold = Hold { remaining: amount.value(), expires_at, captures: BTreeMap::new() };
                 self.holds.insert(hold_id, hold);
             }
-            WalletEvent::HoldCaptured {
-                hold_id, capture_id, amount, balance_after, hold_remaining, ..
-            } => {
+            WalletEvent::HoldCaptured { hold_id, capture_id, amount, balance_after, hold_remaining, .. } => {
                 self.balance = balance_after;
                 self.held -= amount.value();
                 // A fully captured hold stays (remaining zero) until released, so a repeated

@@ -8,9 +8,18 @@ use crate::money::{Amount, Currency};
 /// facts), so handling stays deterministic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WalletCommand {
-    OpenWallet { wallet_id: Uuid, owner_id: Uuid, currency: Currency },
+    OpenWallet {
+        wallet_id: Uuid,
+        owner_id: Uuid,
+        currency: Currency,
+    },
     /// Money arriving from a payment provider: `external` → wallet.
-    Deposit { transaction_id: Uuid, amount: Amount, currency: Currency, reference: String },
+    Deposit {
+        transaction_id: Uuid,
+        amount: Amount,
+        currency: Currency,
+        reference: String,
+    },
     /// A payout starts: wallet → `transit`, settled later by complete or fail.
     RequestWithdrawal {
         withdrawal_id: Uuid,
@@ -20,9 +29,14 @@ pub enum WalletCommand {
         destination: String,
     },
     /// The payout provider paid out: `transit` → `external`.
-    CompleteWithdrawal { withdrawal_id: Uuid },
+    CompleteWithdrawal {
+        withdrawal_id: Uuid,
+    },
     /// The payout failed: `transit` → wallet.
-    FailWithdrawal { withdrawal_id: Uuid, reason: String },
+    FailWithdrawal {
+        withdrawal_id: Uuid,
+        reason: String,
+    },
     /// A new posting that undoes a settled transaction against `external`.
     Reverse {
         reversal_id: Uuid,
@@ -31,12 +45,27 @@ pub enum WalletCommand {
         direction: ReversalDirection,
         reason: String,
     },
-    Freeze { reason: String },
+    Freeze {
+        reason: String,
+    },
     Unfreeze,
-    PlaceHold { hold_id: Uuid, amount: Amount, expires_at: Option<DateTime<Utc>> },
+    PlaceHold {
+        hold_id: Uuid,
+        amount: Amount,
+        expires_at: Option<DateTime<Utc>>,
+    },
     /// Moves part of a hold into `transit`, keyed by `capture_id` (a purchase id).
-    CaptureHold { hold_id: Uuid, capture_id: Uuid, amount: Amount },
-    ReleaseHold { hold_id: Uuid },
+    CaptureHold {
+        hold_id: Uuid,
+        capture_id: Uuid,
+        amount: Amount,
+    },
+    ReleaseHold {
+        hold_id: Uuid,
+    },
     /// Expires a hold whose time has come; `now` is carried so replays stay deterministic.
-    ExpireHold { hold_id: Uuid, now: DateTime<Utc> },
+    ExpireHold {
+        hold_id: Uuid,
+        now: DateTime<Utc>,
+    },
 }

@@ -21,7 +21,11 @@ pub enum ReversalDirection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum WalletEvent {
-    WalletOpened { wallet_id: Uuid, owner_id: Uuid, currency: Currency },
+    WalletOpened {
+        wallet_id: Uuid,
+        owner_id: Uuid,
+        currency: Currency,
+    },
     Deposited {
         currency: Currency,
         transaction_id: Uuid,
@@ -40,7 +44,11 @@ pub enum WalletEvent {
         balance_after: Decimal,
     },
     /// Settles the payout between system accounts; the wallet's balance does not change.
-    WithdrawalCompleted { withdrawal_id: Uuid, currency: Currency, amount: Amount },
+    WithdrawalCompleted {
+        withdrawal_id: Uuid,
+        currency: Currency,
+        amount: Amount,
+    },
     WithdrawalFailed {
         currency: Currency,
         withdrawal_id: Uuid,
@@ -59,9 +67,15 @@ pub enum WalletEvent {
         counter_account: SystemAccount,
         balance_after: Decimal,
     },
-    WalletFrozen { reason: String },
+    WalletFrozen {
+        reason: String,
+    },
     WalletUnfrozen {},
-    HoldPlaced { hold_id: Uuid, amount: Amount, expires_at: Option<DateTime<Utc>> },
+    HoldPlaced {
+        hold_id: Uuid,
+        amount: Amount,
+        expires_at: Option<DateTime<Utc>>,
+    },
     HoldCaptured {
         currency: Currency,
         hold_id: Uuid,
@@ -71,8 +85,14 @@ pub enum WalletEvent {
         balance_after: Decimal,
         hold_remaining: Decimal,
     },
-    HoldReleased { hold_id: Uuid, amount: Decimal },
-    HoldExpired { hold_id: Uuid, amount: Decimal },
+    HoldReleased {
+        hold_id: Uuid,
+        amount: Decimal,
+    },
+    HoldExpired {
+        hold_id: Uuid,
+        amount: Decimal,
+    },
 }
 
 impl DomainEvent for WalletEvent {
@@ -127,24 +147,20 @@ impl WalletEvent {
             | WalletEvent::HoldCaptured { amount, counter_account, .. } => {
                 vec![posting(wallet, system(*counter_account), amount.value())]
             }
-            WalletEvent::WithdrawalCompleted { amount, .. } => vec![posting(
-                system(SystemAccount::Transit),
-                system(SystemAccount::External),
-                amount.value(),
-            )],
+            WalletEvent::WithdrawalCompleted { amount, .. } => {
+                vec![posting(system(SystemAccount::Transit), system(SystemAccount::External), amount.value())]
+            }
             WalletEvent::WithdrawalFailed { amount, counter_account, .. } => {
                 vec![posting(system(*counter_account), wallet, amount.value())]
             }
-            WalletEvent::TransactionReversed { amount, direction, counter_account, .. } => {
-                match direction {
-                    ReversalDirection::DebitWallet => {
-                        vec![posting(wallet, system(*counter_account), amount.value())]
-                    }
-                    ReversalDirection::CreditWallet => {
-                        vec![posting(system(*counter_account), wallet, amount.value())]
-                    }
+            WalletEvent::TransactionReversed { amount, direction, counter_account, .. } => match direction {
+                ReversalDirection::DebitWallet => {
+                    vec![posting(wallet, system(*counter_account), amount.value())]
                 }
-            }
+                ReversalDirection::CreditWallet => {
+                    vec![posting(system(*counter_account), wallet, amount.value())]
+                }
+            },
             WalletEvent::WalletOpened { .. }
             | WalletEvent::WalletFrozen { .. }
             | WalletEvent::WalletUnfrozen { .. }

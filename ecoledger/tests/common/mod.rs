@@ -300,7 +300,7 @@ impl TestApp {
         let Begun::Fresh(uow) = self.store.begin(CommandContext::new("test"), None).await.expect("begin") else {
             unreachable!()
         };
-        registration::register(uow, user.clone()).await.expect("staff registered");
+        registration::register(*uow, user.clone()).await.expect("staff registered");
         let token = self.login(username, PASSWORD).await;
         TestUser { id: user.user_id, username: username.to_string(), token, wallets: HashMap::new() }
     }

@@ -89,10 +89,17 @@ impl Store {
         self.inner.committed.clone()
     }
 
-    pub(crate) async fn lock_stream(&self, key: &str) -> Result<OwnedMutexGuard<()>, StoreError> {
+    /// The striped lock a stream queues on in this process.
+    pub(crate) fn stream_stripe(&self, key: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
-        let stripe = self.inner.stripes[(hasher.finish() as usize) % STREAM_LOCK_STRIPES].clone();
+        (hasher.finish() as usize) % STREAM_LOCK_STRIPES
+    }
+
+    /// Takes stripe `index`, waiting at most `STREAM_LOCK_WAIT_MAX` (then a conflict: two
+    /// units of work that took stripes in opposite orders back off and retry).
+    pub(crate) async fn lock_stripe(&self, index: usize) -> Result<OwnedMutexGuard<()>, StoreError> {
+        let stripe = self.inner.stripes[index].clone();
         tokio::time::timeout(STREAM_LOCK_WAIT_MAX, stripe.lock_owned()).await.map_err(|_| StoreError::Conflict)
     }
 

@@ -89,7 +89,8 @@ pub struct UnitOfWork {
     heads: HashMap<(&'static str, String), StreamHead>,
     claims: Vec<Claim>,
     statements: Vec<(&'static str, PgArguments)>,
-    _stream_locks: Vec<OwnedMutexGuard<()>>,
+    /// Stripes held until the unit of work ends, by index.
+    stream_locks: Vec<(usize, OwnedMutexGuard<()>)>,
 }
 
 /// What a committed unit of work returns.
@@ -127,7 +128,7 @@ impl Store {
             heads: HashMap::new(),
             claims: Vec::new(),
             statements: Vec::new(),
-            _stream_locks: Vec::new(),
+            stream_locks: Vec::new(),
         })))
     }
 
@@ -192,8 +193,12 @@ impl UnitOfWork {
     ) -> Result<Result<Executed<A>, A::Error>, StoreError> {
         let stream = (A::TYPE, aggregate_id.to_string());
         assert!(!self.heads.contains_key(&stream), "one command per stream in a unit of work");
-        let guard = self.store.lock_stream(&format!("{}/{aggregate_id}", A::TYPE)).await?;
-        self._stream_locks.push(guard);
+        // Streams of one unit of work may share a stripe: take each stripe once.
+        let stripe = self.store.stream_stripe(&format!("{}/{aggregate_id}", A::TYPE));
+        if !self.stream_locks.iter().any(|(held, _)| *held == stripe) {
+            let guard = self.store.lock_stripe(stripe).await?;
+            self.stream_locks.push((stripe, guard));
+        }
         let loaded = self.store.load::<A>(&mut self.tx, aggregate_id, true).await?;
         let mut aggregate = loaded.aggregate;
         let sink = EventSink::default();

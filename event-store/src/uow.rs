@@ -82,7 +82,8 @@ struct Claim {
 
 pub struct UnitOfWork {
     store: Store,
-    tx: Transaction<'static, Postgres>,
+    /// `None` once committed or dropped.
+    tx: Option<Transaction<'static, Postgres>>,
     context: CommandContext,
     idempotency: Option<Idempotency>,
     staged: Vec<StagedEvent>,
@@ -111,17 +112,27 @@ impl Store {
             let locked: bool =
                 sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key).fetch_one(&mut *tx).await?;
             if !locked {
+                tx.rollback().await?;
                 return Err(StoreError::IdempotencyKeyInProgress);
             }
             // A new statement, so a new snapshot: it sees an outcome committed just before
-            // the lock was granted.
-            if let Some(outcome) = stored_outcome(&mut tx, key).await? {
-                return Ok(Begun::Replayed(outcome));
+            // the lock was granted. The transaction ends before answering either way, so the
+            // lock is gone when the client sends its next repeat.
+            match stored_outcome(&mut tx, key).await {
+                Ok(None) => {}
+                Ok(Some(outcome)) => {
+                    tx.rollback().await?;
+                    return Ok(Begun::Replayed(outcome));
+                }
+                Err(error) => {
+                    tx.rollback().await?;
+                    return Err(error);
+                }
             }
         }
         Ok(Begun::Fresh(Box::new(UnitOfWork {
             store: self.clone(),
-            tx,
+            tx: Some(tx),
             context,
             idempotency,
             staged: Vec::new(),
@@ -180,7 +191,11 @@ impl UnitOfWork {
 
     /// The transaction, for reads a command needs (never for writes: stage those).
     pub fn connection(&mut self) -> &mut sqlx::PgConnection {
-        &mut self.tx
+        self.tx()
+    }
+
+    fn tx(&mut self) -> &mut Transaction<'static, Postgres> {
+        self.tx.as_mut().expect("a unit of work's transaction lives until commit or drop")
     }
 
     /// Loads the aggregate, handles `command` and stages the new events. A rejection by the
@@ -199,7 +214,7 @@ impl UnitOfWork {
             let guard = self.store.lock_stripe(stripe).await?;
             self.stream_locks.push((stripe, guard));
         }
-        let loaded = self.store.load::<A>(&mut self.tx, aggregate_id, true).await?;
+        let loaded = self.store.load::<A>(self.tx.as_mut().expect("open transaction"), aggregate_id, true).await?;
         let mut aggregate = loaded.aggregate;
         let sink = EventSink::default();
         // `EventSink::write` applies each event as it is written: `aggregate` is the new state.
@@ -270,14 +285,14 @@ impl UnitOfWork {
                     .bind(&claim.kind)
                     .bind(&claim.value)
                     .bind(&claim.owner)
-                    .execute(&mut *self.tx)
+                    .execute(&mut **self.tx())
                     .await?;
             if inserted.rows_affected() == 0 {
                 return Err(StoreError::ClaimTaken { kind: claim.kind });
             }
         }
         for (sql, arguments) in std::mem::take(&mut self.statements) {
-            sqlx::query_with(sql, arguments).execute(&mut *self.tx).await.map_err(
+            sqlx::query_with(sql, arguments).execute(&mut **self.tx()).await.map_err(
                 |error| match is_unique_violation(&error) {
                     true => StoreError::Conflict,
                     false => StoreError::Database(error),
@@ -286,7 +301,7 @@ impl UnitOfWork {
         }
         let mut outcome = respond(position);
         outcome.position = position;
-        if let Some(key) = &self.idempotency {
+        if let Some(key) = self.idempotency.clone() {
             sqlx::query(
                 "INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -297,7 +312,7 @@ impl UnitOfWork {
             .bind(&outcome.body)
             .bind(&outcome.location)
             .bind(position)
-            .execute(&mut *self.tx)
+            .execute(&mut **self.tx())
             .await
             .map_err(|error| match is_unique_violation(&error) {
                 true => StoreError::Conflict,
@@ -305,7 +320,7 @@ impl UnitOfWork {
             })?;
         }
         let heads = std::mem::take(&mut self.heads);
-        self.tx.commit().await?;
+        self.tx.take().expect("open transaction").commit().await?;
         if position.is_some() {
             self.store.inner.committed.notify_one();
             self.store.inner.notify_others.notify_one();
@@ -322,7 +337,7 @@ impl UnitOfWork {
         }
         let positions: Vec<i64> = sqlx::query_scalar("SELECT ledger_allocate_positions($1)")
             .bind(self.staged.len() as i32)
-            .fetch_one(&mut *self.tx)
+            .fetch_one(&mut **self.tx())
             .await?;
         assert_eq!(positions.len(), self.staged.len(), "one position per staged event");
         let metadata = self.context.metadata();
@@ -344,7 +359,7 @@ impl UnitOfWork {
             let hash = chain_hash(&head.prev_hash, &canonical);
             rows.push(&recorded, canonical, std::mem::replace(&mut head.prev_hash, hash.to_vec()), hash);
         }
-        rows.insert(&mut self.tx).await?;
+        rows.insert(self.tx()).await?;
         Ok(positions.last().copied())
     }
 }
@@ -377,6 +392,23 @@ impl Store {
                     tracing::warn!(%error, aggregate_type, aggregate_id, "snapshot not written; loads replay more");
                 }
             });
+        }
+    }
+}
+
+impl Drop for UnitOfWork {
+    /// A unit of work dropped without commit (a rejection, an error) rolls back at once:
+    /// sqlx would only queue the rollback until the connection is used again, and until then
+    /// the idempotency lock would make a repeat answer "in progress".
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(error) = tx.rollback().await {
+                        tracing::debug!(%error, "rollback of an abandoned unit of work failed");
+                    }
+                });
+            }
         }
     }
 }

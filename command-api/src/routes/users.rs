@@ -254,6 +254,15 @@ pub async fn users_erase_personal_data(
             "UPDATE personal_data SET email = NULL, display_name = NULL, erased_at = now() WHERE user_id = $1",
             arguments(|a| a.add(id))?,
         );
+        // The email's uniqueness claim holds the address too; an erased account no longer
+        // needs it kept unique.
+        uow.stage_statement(
+            "DELETE FROM claims WHERE kind = $1 AND owner = $2",
+            arguments(|a| {
+                a.add(crate::claims::EMAIL)?;
+                a.add(id.to_string())
+            })?,
+        );
         let body = json!({"id": id, "erased": true});
         Ok(uow
             .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })

@@ -86,6 +86,16 @@ impl ApiError {
         }
     }
 
+    /// A field that breaks a named rule (`amount_precision_exceeded`, ...): the rule is the
+    /// top-level code, so clients match on one field whatever was wrong.
+    pub fn field_rule(field: &str, code: &'static str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError {
+            errors: vec![FieldError { field: field.to_string(), code: code.to_string(), message: message.clone() }],
+            ..ApiError::unprocessable(code, format!("{field}: {message}"))
+        }
+    }
+
     /// A rejection the client caused (4xx): stored as the outcome of an idempotent command.
     pub fn is_rejection(&self) -> bool {
         self.status.is_client_error()

@@ -28,6 +28,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let raw = axum::Json::<Value>::from_request(request, state).await.map_err(json_rejection)?.0;
+        // Every body is an object; serde would otherwise read a struct from a JSON array.
+        if !raw.is_object() {
+            return Err(ApiError::unprocessable("validation_failed", "the body must be a JSON object"));
+        }
         let body_hash = hash_json(&raw);
         let value = serde_json::from_value(raw).map_err(|error| {
             ApiError::unprocessable("validation_failed", format!("the body does not fit the schema: {error}"))
@@ -102,4 +106,18 @@ pub fn is_form(parts: &Parts) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// Path parameters: an id that does not parse answers 404 like an id that names nothing.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|path| ApiPath(path.0))
+            .map_err(|_| ApiError::not_found("not_found", "no resource at this path"))
+    }
 }

@@ -133,7 +133,7 @@ pub async fn register(mut uow: UnitOfWork, user: NewUser) -> Result<Committed, A
         username: user.username,
         email: Some(user.email),
         display_name: user.display_name,
-        roles: user.roles.iter().map(|r| r.name().to_string()).collect(),
+        roles: crate::views::role_names(&user.roles),
         is_seller: false,
         is_buyer: false,
         registered_at: Some(uow.context().at),

@@ -70,6 +70,13 @@ pub struct UserView {
     pub registered_at: Option<DateTime<Utc>>,
 }
 
+/// Role names in alphabetical order, as every answer lists them.
+pub fn role_names(roles: &std::collections::BTreeSet<domain::user::Role>) -> Vec<String> {
+    let mut names: Vec<String> = roles.iter().map(|role| role.name().to_string()).collect();
+    names.sort();
+    names
+}
+
 /// Formats a stored amount of a currency code (as the read models keep them).
 pub fn format_amount(currency: &str, amount: Decimal) -> String {
     currency.parse::<Currency>().map(|c| c.format(amount)).unwrap_or_else(|_| amount.to_string())

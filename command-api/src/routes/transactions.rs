@@ -1,6 +1,6 @@
 //! `/api/v1/transactions`: deposits, withdrawals and reversals as their owner sees them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use domain::wallet::{ReversalDirection, Wallet, WalletCommand};
 use domain::Amount;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::auth::{Caller, RequestInfo};
 use crate::commands::{run, CommandInput};
 use crate::error::{wallet_rejection, ApiError};
-use crate::extract::{ApiJson, ApiQuery, IdempotencyKey};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
 use crate::routes::users::with_position_field;
 use crate::routes::wallets::{index_transaction, indexed_transaction, may_see, validate_text};
@@ -75,7 +75,7 @@ pub async fn transactions_get(
     State(state): State<AppState>,
     caller: Caller,
     consistency: Consistency,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let position = position_of(&state, READ_MODELS, consistency.0).await?;
     let row = sqlx::query(&format!("{SELECT_TRANSACTION} WHERE t.transaction_id = $1"))
@@ -146,7 +146,7 @@ pub async fn transactions_reverse(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(original_id): Path<Uuid>,
+    ApiPath(original_id): ApiPath<Uuid>,
     body: ApiJson<ReversalRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
@@ -160,6 +160,17 @@ pub async fn transactions_reverse(
             let original = indexed_transaction(&mut uow, original_id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("transaction_not_found", "no such transaction"))?;
+            // Answer a repeat by its rule before the wallet's balance is even looked at; the
+            // claim taken at commit stays the guard against a concurrent reversal.
+            let reversed: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM claims WHERE kind = $1 AND value = $2)")
+                    .bind(crate::claims::REVERSAL)
+                    .bind(original_id.to_string())
+                    .fetch_one(uow.connection())
+                    .await?;
+            if reversed {
+                return Err(ApiError::conflict("already_reversed", "this transaction was already reversed"));
+            }
             let direction = match (original.kind.as_str(), original.status.as_str()) {
                 ("deposit", "completed") => ReversalDirection::DebitWallet,
                 ("withdrawal", "completed") => ReversalDirection::CreditWallet,

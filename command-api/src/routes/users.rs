@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use domain::user::{Role, User, UserCommand};
 use event_store::Outcome;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::{hash_password, Caller, RequestInfo};
 use crate::commands::{run, CommandInput};
 use crate::error::{user_rejection, ApiError};
-use crate::extract::{ApiJson, IdempotencyKey};
+use crate::extract::{ApiJson, ApiPath, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
 use crate::registration::{self, arguments, NewUser};
 use crate::security::{self, SecurityEvent};
@@ -84,7 +84,7 @@ pub async fn users_get(
     State(state): State<AppState>,
     caller: Caller,
     consistency: Consistency,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     ensure_self_or_staff(&caller, id)?;
     let position = position_of(&state, &["users"], consistency.0).await?;
@@ -99,7 +99,7 @@ pub async fn users_wallets(
     State(state): State<AppState>,
     caller: Caller,
     consistency: Consistency,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     ensure_self_or_staff(&caller, id)?;
     let position = position_of(&state, &["wallets"], consistency.0).await?;
@@ -130,7 +130,7 @@ pub async fn users_update_profile(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: ApiJson<ProfileRequest>,
 ) -> Result<Response, ApiError> {
     if caller.user_id != id && !caller.has(Role::Admin) {
@@ -176,7 +176,7 @@ pub async fn users_grant_role(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: ApiJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
@@ -196,7 +196,7 @@ pub async fn users_revoke_role(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path((id, role)): Path<(Uuid, String)>,
+    ApiPath((id, role)): ApiPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
     let role: Role =
@@ -219,7 +219,7 @@ async fn change_role(
         let command = command.clone();
         async move {
             let executed = uow.execute::<User>(&id.to_string(), command, &()).await?.map_err(user_rejection)?;
-            let roles: Vec<&str> = executed.aggregate.roles.iter().map(|r| r.name()).collect();
+            let roles = crate::views::role_names(&executed.aggregate.roles);
             let body = json!({"id": id, "roles": roles});
             Ok(uow
                 .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
@@ -244,7 +244,7 @@ pub async fn users_erase_personal_data(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
     let input = CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: Vec::new(), info };

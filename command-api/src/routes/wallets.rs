@@ -1,6 +1,6 @@
 //! `/api/v1/wallets`: balances, statements, deposits, withdrawals, freezes.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use domain::user::Role;
 use domain::wallet::{Wallet, WalletCommand};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::{Caller, RequestInfo};
 use crate::commands::{run, CommandInput};
 use crate::error::{wallet_rejection, ApiError};
-use crate::extract::{ApiJson, ApiQuery, IdempotencyKey};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
 use crate::registration::arguments;
 use crate::routes::users::with_position_field;
@@ -32,7 +32,7 @@ pub async fn wallets_get(
     State(state): State<AppState>,
     caller: Caller,
     consistency: Consistency,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let position = position_of(&state, &["wallets"], consistency.0).await?;
     let wallet = visible_wallet(&state, &caller, id).await?;
@@ -69,7 +69,7 @@ pub async fn wallets_entries(
     State(state): State<AppState>,
     caller: Caller,
     consistency: Consistency,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Response, ApiError> {
     let after = cursor::decode(page.cursor.as_deref())?;
@@ -136,7 +136,7 @@ pub fn validate_text(field: &str, value: &str) -> Result<(), ApiError> {
 
 /// Parses an amount for a currency, answering the amount rule's code.
 pub fn parse_amount(text: &str, currency: Currency) -> Result<Amount, ApiError> {
-    Amount::parse(text, currency).map_err(|error| ApiError::invalid_field("amount", error.code(), error.to_string()))
+    Amount::parse(text, currency).map_err(|error| ApiError::field_rule("amount", error.code(), error.to_string()))
 }
 
 /// Loads the wallet in the command's transaction; 404 unless it exists and, when `owner` is
@@ -175,7 +175,7 @@ pub async fn deposits_create(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: ApiJson<DepositRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
@@ -231,7 +231,7 @@ pub async fn withdrawals_create(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: ApiJson<WithdrawalRequest>,
 ) -> Result<Response, ApiError> {
     let request = body.value;
@@ -289,7 +289,7 @@ pub async fn withdrawals_complete(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
     settle_withdrawal(state, caller, info, key, id, None, Vec::new()).await
@@ -303,7 +303,7 @@ pub async fn withdrawals_fail(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: ApiJson<ReasonRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
@@ -366,7 +366,7 @@ pub async fn wallets_freeze(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     body: ApiJson<FreezeRequest>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
@@ -383,7 +383,7 @@ pub async fn wallets_unfreeze(
     caller: Caller,
     info: RequestInfo,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     caller.require_admin(&state, &info).await?;
     set_frozen(state, caller, info, key, id, WalletCommand::Unfreeze, Vec::new()).await

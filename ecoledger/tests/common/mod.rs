@@ -70,17 +70,18 @@ impl TestDb {
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
         admin.close().await;
         let url = with_database(server_url, &name);
-        let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("connect to test database");
+        let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.expect("connect to test database");
         event_store::MIGRATOR.run(&pool).await.expect("migrations apply");
         TestDb { name, url, pool }
     }
 }
 
 async fn drop_stale_databases(admin: &PgPool) {
-    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'ecoledger_test_%'")
-        .fetch_all(admin)
-        .await
-        .unwrap_or_default();
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'ecoledger_test_%'")
+            .fetch_all(admin)
+            .await
+            .unwrap_or_default();
     for name in names {
         let created = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(u64::MAX);
         if unix_now().saturating_sub(created) > STALE_DATABASE_AGE_SECS {
@@ -185,7 +186,7 @@ pub fn serve_settings(db_url: &str, prefix: &str, options: &SpawnOptions) -> Ser
     ServeSettings {
         store: StoreSettings {
             database_url: db_url.parse::<Secret>().expect("infallible"),
-            db_pool_max: 16,
+            db_pool_max: 8,
             snapshot_interval: options.snapshot_interval,
         },
         nats_url: options.nats_url.clone(),
@@ -236,7 +237,14 @@ impl TestApp {
         self.request_with(method, path, token, body, &[]).await
     }
 
-    pub async fn request_with(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -281,7 +289,12 @@ impl TestApp {
 
     pub async fn login(&self, username: &str, password: &str) -> String {
         let reply = self
-            .request(Method::POST, "/api/v1/auth/token", None, Some(json!({"username": username, "password": password})))
+            .request(
+                Method::POST,
+                "/api/v1/auth/token",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "login {username}: {:?}", reply.body);
         reply.body["access_token"].as_str().expect("token").to_string()
@@ -341,7 +354,10 @@ impl TestApp {
 
     /// The highest position written so far.
     pub async fn head_position(&self) -> i64 {
-        sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events").fetch_one(&self.db.pool).await.expect("query")
+        sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("query")
     }
 
     pub async fn event_count(&self) -> i64 {

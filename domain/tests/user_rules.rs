@@ -22,33 +22,19 @@ fn roles(list: &[Role]) -> BTreeSet<Role> {
 }
 
 fn register(user_id: Uuid) -> UserCommand {
-    UserCommand::Register {
-        user_id,
-        username: "greta".into(),
-        roles: roles(&[Role::User]),
-    }
+    UserCommand::Register { user_id, username: "greta".into(), roles: roles(&[Role::User]) }
 }
 
 fn registered() -> UserEvent {
-    UserEvent::UserRegistered {
-        user_id: USER,
-        username: "greta".into(),
-        roles: roles(&[Role::User]),
-    }
+    UserEvent::UserRegistered { user_id: USER, username: "greta".into(), roles: roles(&[Role::User]) }
 }
 
 fn update_profile(is_seller: bool, is_buyer: bool) -> UserCommand {
-    UserCommand::UpdateProfile {
-        is_seller,
-        is_buyer,
-    }
+    UserCommand::UpdateProfile { is_seller, is_buyer }
 }
 
 fn profile_updated(is_seller: bool, is_buyer: bool) -> UserEvent {
-    UserEvent::ProfileUpdated {
-        is_seller,
-        is_buyer,
-    }
+    UserEvent::ProfileUpdated { is_seller, is_buyer }
 }
 
 fn grant(role: Role) -> UserCommand {
@@ -90,12 +76,7 @@ fn state(events: Vec<UserEvent>) -> User {
     user
 }
 
-type Case = (
-    &'static str,
-    Vec<UserEvent>,
-    UserCommand,
-    Result<Vec<UserEvent>, UserError>,
-);
+type Case = (&'static str, Vec<UserEvent>, UserCommand, Result<Vec<UserEvent>, UserError>);
 
 fn run_table(cases: Vec<Case>) {
     for (name, given, when, expected) in cases {
@@ -106,22 +87,13 @@ fn run_table(cases: Vec<Case>) {
 
 #[test]
 fn registering_a_new_user_records_id_name_and_roles() {
-    UserTest::with(())
-        .given_no_previous_events()
-        .when(register(USER))
-        .then_expect_events(vec![registered()]);
+    UserTest::with(()).given_no_previous_events().when(register(USER)).then_expect_events(vec![registered()]);
 }
 
 #[test]
 fn registering_twice_is_rejected_even_under_another_id() {
-    UserTest::with(())
-        .given(vec![registered()])
-        .when(register(USER))
-        .then_expect_error(AlreadyRegistered);
-    UserTest::with(())
-        .given(vec![registered()])
-        .when(register(OTHER))
-        .then_expect_error(AlreadyRegistered);
+    UserTest::with(()).given(vec![registered()]).when(register(USER)).then_expect_error(AlreadyRegistered);
+    UserTest::with(()).given(vec![registered()]).when(register(OTHER)).then_expect_error(AlreadyRegistered);
 }
 
 #[test]
@@ -187,13 +159,7 @@ fn roles_parse_from_their_names_only() {
 
 #[test]
 fn events_have_distinct_types_and_survive_a_json_round_trip() {
-    let events = [
-        registered(),
-        profile_updated(true, false),
-        granted(Role::Admin),
-        revoked(Role::Admin),
-        erased(),
-    ];
+    let events = [registered(), profile_updated(true, false), granted(Role::Admin), revoked(Role::Admin), erased()];
     let mut types: Vec<String> = events.iter().map(DomainEvent::event_type).collect();
     types.sort();
     types.dedup();
@@ -201,24 +167,13 @@ fn events_have_distinct_types_and_survive_a_json_round_trip() {
     for event in events {
         assert_eq!(event.event_version(), domain::EVENT_VERSION);
         let json = serde_json::to_string(&event).unwrap();
-        assert_eq!(
-            serde_json::from_str::<UserEvent>(&json).unwrap(),
-            event,
-            "{json}"
-        );
+        assert_eq!(serde_json::from_str::<UserEvent>(&json).unwrap(), event, "{json}");
     }
 }
 
 #[test]
 fn error_codes_are_distinct() {
-    let errors = [
-        NotFound,
-        AlreadyRegistered,
-        UnknownRole,
-        RoleAlreadyGranted,
-        RoleNotGranted,
-        AlreadyErased,
-    ];
+    let errors = [NotFound, AlreadyRegistered, UnknownRole, RoleAlreadyGranted, RoleNotGranted, AlreadyErased];
     let mut codes: Vec<&str> = errors.iter().map(UserError::code).collect();
     codes.sort_unstable();
     codes.dedup();

@@ -162,31 +162,22 @@ fn commands() -> impl Strategy<Value = Vec<WalletCommand>> {
 // ---- the model ----------------------------------------------------------------------------
 
 /// Runs one command as the framework does; returns its result and the events it emitted.
-fn execute(
-    wallet: &mut Wallet,
-    command: WalletCommand,
-) -> (Result<(), WalletError>, Vec<WalletEvent>) {
+fn execute(wallet: &mut Wallet, command: WalletCommand) -> (Result<(), WalletError>, Vec<WalletEvent>) {
     let sink = EventSink::default();
     let result = block_on(wallet.handle(command, &(), &sink));
     (result, block_on(sink.collect()))
 }
 
 /// Balances of every account, per currency, summed over all postings of `history`.
-fn trial_balance(
-    history: &[WalletEvent],
-) -> Result<BTreeMap<(Currency, Account), Decimal>, TestCaseError> {
+fn trial_balance(history: &[WalletEvent]) -> Result<BTreeMap<(Currency, Account), Decimal>, TestCaseError> {
     let mut balances = BTreeMap::new();
     for event in history {
         for posting in event.postings(WALLET) {
             prop_assert_ne!(posting.debit, posting.credit, "{:?}", event);
             prop_assert!(posting.amount > Decimal::ZERO, "{:?}", event);
             prop_assert_eq!(posting.currency, Currency::Eur);
-            *balances
-                .entry((posting.currency, posting.debit))
-                .or_insert(Decimal::ZERO) -= posting.amount;
-            *balances
-                .entry((posting.currency, posting.credit))
-                .or_insert(Decimal::ZERO) += posting.amount;
+            *balances.entry((posting.currency, posting.debit)).or_insert(Decimal::ZERO) -= posting.amount;
+            *balances.entry((posting.currency, posting.credit)).or_insert(Decimal::ZERO) += posting.amount;
         }
     }
     Ok(balances)
@@ -202,88 +193,38 @@ fn replay(history: &[WalletEvent]) -> Wallet {
 
 /// Every invariant the wallet must keep after any step.
 fn check_invariants(wallet: &Wallet, history: &[WalletEvent]) -> Result<(), TestCaseError> {
-    prop_assert!(
-        wallet.balance >= Decimal::ZERO,
-        "balance {}",
-        wallet.balance
-    );
+    prop_assert!(wallet.balance >= Decimal::ZERO, "balance {}", wallet.balance);
     prop_assert!(wallet.held >= Decimal::ZERO, "held {}", wallet.held);
-    prop_assert!(
-        wallet.available() >= Decimal::ZERO,
-        "available {}",
-        wallet.available()
-    );
+    prop_assert!(wallet.available() >= Decimal::ZERO, "available {}", wallet.available());
 
     let held: Decimal = wallet.holds.values().map(|hold| hold.remaining).sum();
-    prop_assert_eq!(
-        wallet.held,
-        held,
-        "held differs from the holds' remaining amounts"
-    );
-    prop_assert!(wallet
-        .holds
-        .values()
-        .all(|hold| hold.remaining >= Decimal::ZERO));
-    prop_assert!(wallet
-        .pending_withdrawals
-        .values()
-        .all(|amount| *amount > Decimal::ZERO));
+    prop_assert_eq!(wallet.held, held, "held differs from the holds' remaining amounts");
+    prop_assert!(wallet.holds.values().all(|hold| hold.remaining >= Decimal::ZERO));
+    prop_assert!(wallet.pending_withdrawals.values().all(|amount| *amount > Decimal::ZERO));
 
-    let credits: Decimal = history
-        .iter()
-        .map(|e| e.balance_delta(WALLET))
-        .sum();
-    prop_assert_eq!(
-        wallet.balance,
-        credits,
-        "balance differs from credits less debits"
-    );
+    let credits: Decimal = history.iter().map(|e| e.balance_delta(WALLET)).sum();
+    prop_assert_eq!(wallet.balance, credits, "balance differs from credits less debits");
 
     let balances = trial_balance(history)?;
     for currency in Currency::ALL {
-        let sum: Decimal = balances
-            .iter()
-            .filter(|((c, _), _)| *c == currency)
-            .map(|(_, v)| *v)
-            .sum();
-        prop_assert_eq!(
-            sum,
-            Decimal::ZERO,
-            "{} does not balance: {:?}",
-            currency,
-            balances
-        );
+        let sum: Decimal = balances.iter().filter(|((c, _), _)| *c == currency).map(|(_, v)| *v).sum();
+        prop_assert_eq!(sum, Decimal::ZERO, "{} does not balance: {:?}", currency, balances);
     }
     let wallet_account = Account::Wallet { wallet_id: WALLET };
-    let account = |a| {
-        balances
-            .get(&(Currency::Eur, a))
-            .copied()
-            .unwrap_or_default()
-    };
+    let account = |a| balances.get(&(Currency::Eur, a)).copied().unwrap_or_default();
     prop_assert_eq!(account(wallet_account), wallet.balance);
     // Transit holds exactly the unsettled payouts and every capture (sagas move those on).
     let captured: Decimal = history
         .iter()
         .filter_map(|e| match e {
-            WalletEvent::HoldCaptured {
-        currency: Currency::Eur, amount, .. } => Some(amount.value()),
+            WalletEvent::HoldCaptured { currency: Currency::Eur, amount, .. } => Some(amount.value()),
             _ => None,
         })
         .sum();
     let pending: Decimal = wallet.pending_withdrawals.values().copied().sum();
-    prop_assert_eq!(
-        account(Account::System {
-            account: SystemAccount::Transit
-        }),
-        pending + captured
-    );
+    prop_assert_eq!(account(Account::System { account: SystemAccount::Transit }), pending + captured);
 
-    prop_assert_eq!(
-        &replay(history),
-        wallet,
-        "replay differs from the live state"
-    );
+    prop_assert_eq!(&replay(history), wallet, "replay differs from the live state");
     let json = serde_json::to_string(wallet).expect("serialize wallet");
     let back: Wallet = serde_json::from_str(&json).expect("deserialize wallet");
     prop_assert_eq!(&back, wallet, "snapshot round trip: {}", json);
@@ -294,21 +235,15 @@ fn check_invariants(wallet: &Wallet, history: &[WalletEvent]) -> Result<(), Test
 fn is_user_debit(event: &WalletEvent) -> bool {
     matches!(
         event,
-        WalletEvent::WithdrawalRequested {
-        currency: Currency::Eur, .. }
+        WalletEvent::WithdrawalRequested { currency: Currency::Eur, .. }
             | WalletEvent::HoldPlaced { .. }
-            | WalletEvent::HoldCaptured {
-        currency: Currency::Eur, .. }
+            | WalletEvent::HoldCaptured { currency: Currency::Eur, .. }
     )
 }
 
 fn run(commands: Vec<WalletCommand>) -> Result<(), TestCaseError> {
     let mut wallet = Wallet::default();
-    let open = WalletCommand::OpenWallet {
-        wallet_id: WALLET,
-        owner_id: OWNER,
-        currency: Currency::Eur,
-    };
+    let open = WalletCommand::OpenWallet { wallet_id: WALLET, owner_id: OWNER, currency: Currency::Eur };
     let (result, mut history) = execute(&mut wallet, open);
     prop_assert_eq!(result, Ok(()));
     check_invariants(&wallet, &history)?;
@@ -318,36 +253,15 @@ fn run(commands: Vec<WalletCommand>) -> Result<(), TestCaseError> {
         let (result, events) = execute(&mut wallet, command.clone());
         match result {
             Err(error) => {
-                prop_assert!(
-                    events.is_empty(),
-                    "{:?} rejected ({:?}) but emitted {:?}",
-                    command,
-                    error,
-                    events
-                );
-                prop_assert_eq!(
-                    &wallet,
-                    &before,
-                    "{:?} rejected ({:?}) but changed state",
-                    command,
-                    error
-                );
+                prop_assert!(events.is_empty(), "{:?} rejected ({:?}) but emitted {:?}", command, error, events);
+                prop_assert_eq!(&wallet, &before, "{:?} rejected ({:?}) but changed state", command, error);
             }
             Ok(()) => {
                 if before.frozen {
-                    prop_assert!(
-                        !events.iter().any(is_user_debit),
-                        "frozen wallet emitted {:?}",
-                        events
-                    );
+                    prop_assert!(!events.iter().any(is_user_debit), "frozen wallet emitted {:?}", events);
                 }
                 if events.is_empty() {
-                    prop_assert_eq!(
-                        &wallet,
-                        &before,
-                        "{:?} emitted nothing but changed state",
-                        command
-                    );
+                    prop_assert_eq!(&wallet, &before, "{:?} emitted nothing but changed state", command);
                 }
                 // Serialized events must come back identical: that is what the store keeps.
                 for event in &events {
@@ -401,10 +315,7 @@ fn a_sequence_touching_every_event_keeps_the_invariants() {
             destination: "iban".into(),
         },
         WalletCommand::CompleteWithdrawal { withdrawal_id: w0 },
-        WalletCommand::FailWithdrawal {
-            withdrawal_id: w1,
-            reason: "refused".into(),
-        },
+        WalletCommand::FailWithdrawal { withdrawal_id: w1, reason: "refused".into() },
         WalletCommand::Reverse {
             reversal_id: id(Kind::Reversal, 0),
             original_transaction_id: id(Kind::Transaction, 0),
@@ -412,29 +323,11 @@ fn a_sequence_touching_every_event_keeps_the_invariants() {
             direction: ReversalDirection::DebitWallet,
             reason: "chargeback".into(),
         },
-        WalletCommand::PlaceHold {
-            hold_id: h0,
-            amount: eur(20_000),
-            expires_at: Some(t(5)),
-        },
-        WalletCommand::PlaceHold {
-            hold_id: h1,
-            amount: eur(3_000),
-            expires_at: Some(t(5)),
-        },
-        WalletCommand::CaptureHold {
-            hold_id: h0,
-            capture_id: id(Kind::Capture, 0),
-            amount: eur(5_000),
-        },
-        WalletCommand::CaptureHold {
-            hold_id: h0,
-            capture_id: id(Kind::Capture, 0),
-            amount: eur(5_000),
-        },
-        WalletCommand::Freeze {
-            reason: "review".into(),
-        },
+        WalletCommand::PlaceHold { hold_id: h0, amount: eur(20_000), expires_at: Some(t(5)) },
+        WalletCommand::PlaceHold { hold_id: h1, amount: eur(3_000), expires_at: Some(t(5)) },
+        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 0), amount: eur(5_000) },
+        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 0), amount: eur(5_000) },
+        WalletCommand::Freeze { reason: "review".into() },
         WalletCommand::RequestWithdrawal {
             withdrawal_id: w0,
             amount: eur(1),
@@ -443,20 +336,9 @@ fn a_sequence_touching_every_event_keeps_the_invariants() {
             destination: "iban".into(),
         },
         WalletCommand::Unfreeze,
-        WalletCommand::ExpireHold {
-            hold_id: h1,
-            now: t(6),
-        },
-        WalletCommand::CaptureHold {
-            hold_id: h0,
-            capture_id: id(Kind::Capture, 1),
-            amount: eur(15_000),
-        },
-        WalletCommand::PlaceHold {
-            hold_id: h0,
-            amount: eur(1_000),
-            expires_at: None,
-        },
+        WalletCommand::ExpireHold { hold_id: h1, now: t(6) },
+        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 1), amount: eur(15_000) },
+        WalletCommand::PlaceHold { hold_id: h0, amount: eur(1_000), expires_at: None },
         WalletCommand::ReleaseHold { hold_id: h0 },
     ];
     run(commands).unwrap();

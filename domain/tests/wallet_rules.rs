@@ -49,11 +49,7 @@ fn t(minutes: i64) -> DateTime<Utc> {
 // ---- commands -----------------------------------------------------------------------------
 
 fn open() -> WalletCommand {
-    WalletCommand::OpenWallet {
-        wallet_id: WALLET,
-        owner_id: OWNER,
-        currency: Currency::Eur,
-    }
+    WalletCommand::OpenWallet { wallet_id: WALLET, owner_id: OWNER, currency: Currency::Eur }
 }
 
 fn deposit(transaction_id: Uuid, amount: &str) -> WalletCommand {
@@ -62,12 +58,7 @@ fn deposit(transaction_id: Uuid, amount: &str) -> WalletCommand {
 
 fn deposit_in(transaction_id: Uuid, amount: &str, currency: Currency) -> WalletCommand {
     let amount = Amount::parse(amount, currency).expect("test amount");
-    WalletCommand::Deposit {
-        transaction_id,
-        amount,
-        currency,
-        reference: "psp-1".into(),
-    }
+    WalletCommand::Deposit { transaction_id, amount, currency, reference: "psp-1".into() }
 }
 
 fn withdraw(withdrawal_id: Uuid, amount: &str) -> WalletCommand {
@@ -89,10 +80,7 @@ fn complete(withdrawal_id: Uuid) -> WalletCommand {
 }
 
 fn fail(withdrawal_id: Uuid) -> WalletCommand {
-    WalletCommand::FailWithdrawal {
-        withdrawal_id,
-        reason: "bank refused".into(),
-    }
+    WalletCommand::FailWithdrawal { withdrawal_id, reason: "bank refused".into() }
 }
 
 fn reverse(amount: &str, direction: ReversalDirection) -> WalletCommand {
@@ -106,9 +94,7 @@ fn reverse(amount: &str, direction: ReversalDirection) -> WalletCommand {
 }
 
 fn freeze() -> WalletCommand {
-    WalletCommand::Freeze {
-        reason: "fraud review".into(),
-    }
+    WalletCommand::Freeze { reason: "fraud review".into() }
 }
 
 fn unfreeze() -> WalletCommand {
@@ -116,19 +102,11 @@ fn unfreeze() -> WalletCommand {
 }
 
 fn place(hold_id: Uuid, amount: &str, expires_at: Option<DateTime<Utc>>) -> WalletCommand {
-    WalletCommand::PlaceHold {
-        hold_id,
-        amount: eur(amount),
-        expires_at,
-    }
+    WalletCommand::PlaceHold { hold_id, amount: eur(amount), expires_at }
 }
 
 fn capture(hold_id: Uuid, capture_id: Uuid, amount: &str) -> WalletCommand {
-    WalletCommand::CaptureHold {
-        hold_id,
-        capture_id,
-        amount: eur(amount),
-    }
+    WalletCommand::CaptureHold { hold_id, capture_id, amount: eur(amount) }
 }
 
 fn release(hold_id: Uuid) -> WalletCommand {
@@ -142,11 +120,7 @@ fn expire(hold_id: Uuid, now: DateTime<Utc>) -> WalletCommand {
 // ---- events -------------------------------------------------------------------------------
 
 fn opened() -> WalletEvent {
-    WalletEvent::WalletOpened {
-        wallet_id: WALLET,
-        owner_id: OWNER,
-        currency: Currency::Eur,
-    }
+    WalletEvent::WalletOpened { wallet_id: WALLET, owner_id: OWNER, currency: Currency::Eur }
 }
 
 fn deposited(transaction_id: Uuid, amount: &str, balance_after: &str) -> WalletEvent {
@@ -173,11 +147,7 @@ fn withdrawal_requested(withdrawal_id: Uuid, amount: &str, balance_after: &str) 
 }
 
 fn withdrawal_completed(withdrawal_id: Uuid, amount: &str) -> WalletEvent {
-    WalletEvent::WithdrawalCompleted {
-        currency: Currency::Eur,
-        withdrawal_id,
-        amount: eur(amount),
-    }
+    WalletEvent::WithdrawalCompleted { currency: Currency::Eur, withdrawal_id, amount: eur(amount) }
 }
 
 fn withdrawal_failed(withdrawal_id: Uuid, amount: &str, balance_after: &str) -> WalletEvent {
@@ -205,9 +175,7 @@ fn reversed(amount: &str, direction: ReversalDirection, balance_after: &str) -> 
 }
 
 fn frozen() -> WalletEvent {
-    WalletEvent::WalletFrozen {
-        reason: "fraud review".into(),
-    }
+    WalletEvent::WalletFrozen { reason: "fraud review".into() }
 }
 
 fn unfrozen() -> WalletEvent {
@@ -215,11 +183,7 @@ fn unfrozen() -> WalletEvent {
 }
 
 fn hold_placed(hold_id: Uuid, amount: &str, expires_at: Option<DateTime<Utc>>) -> WalletEvent {
-    WalletEvent::HoldPlaced {
-        hold_id,
-        amount: eur(amount),
-        expires_at,
-    }
+    WalletEvent::HoldPlaced { hold_id, amount: eur(amount), expires_at }
 }
 
 fn hold_captured(
@@ -241,17 +205,11 @@ fn hold_captured(
 }
 
 fn hold_released(hold_id: Uuid, amount: &str) -> WalletEvent {
-    WalletEvent::HoldReleased {
-        hold_id,
-        amount: dec(amount),
-    }
+    WalletEvent::HoldReleased { hold_id, amount: dec(amount) }
 }
 
 fn hold_expired(hold_id: Uuid, amount: &str) -> WalletEvent {
-    WalletEvent::HoldExpired {
-        hold_id,
-        amount: dec(amount),
-    }
+    WalletEvent::HoldExpired { hold_id, amount: dec(amount) }
 }
 
 // ---- histories ----------------------------------------------------------------------------
@@ -266,11 +224,7 @@ fn funded(balance: &str) -> Vec<WalletEvent> {
     while total < target {
         let part = (target - total).min(part_max);
         total += part;
-        events.push(deposited(
-            transaction_id,
-            &part.to_string(),
-            &total.to_string(),
-        ));
+        events.push(deposited(transaction_id, &part.to_string(), &total.to_string()));
         transaction_id = Uuid::from_u128(transaction_id.as_u128() + 0x100);
     }
     events
@@ -292,19 +246,11 @@ fn state(events: Vec<WalletEvent>) -> Wallet {
     wallet
 }
 
-type Case = (
-    &'static str,
-    Vec<WalletEvent>,
-    WalletCommand,
-    Result<Vec<WalletEvent>, WalletError>,
-);
+type Case = (&'static str, Vec<WalletEvent>, WalletCommand, Result<Vec<WalletEvent>, WalletError>);
 
 fn run_table(cases: Vec<Case>) {
     for (name, given, when, expected) in cases {
-        let result = WalletTest::with(())
-            .given(given)
-            .when(when)
-            .inspect_result();
+        let result = WalletTest::with(()).given(given).when(when).inspect_result();
         assert_eq!(result, expected, "case: {name}");
     }
 }
@@ -313,18 +259,12 @@ fn run_table(cases: Vec<Case>) {
 
 #[test]
 fn opening_a_new_wallet_records_its_identity() {
-    WalletTest::with(())
-        .given_no_previous_events()
-        .when(open())
-        .then_expect_events(vec![opened()]);
+    WalletTest::with(()).given_no_previous_events().when(open()).then_expect_events(vec![opened()]);
 }
 
 #[test]
 fn opening_an_open_wallet_is_rejected_as_already_open() {
-    WalletTest::with(())
-        .given(vec![opened()])
-        .when(open())
-        .then_expect_error(AlreadyOpen);
+    WalletTest::with(()).given(vec![opened()]).when(open()).then_expect_error(AlreadyOpen);
 }
 
 #[test]
@@ -403,24 +343,8 @@ fn withdrawal_request_rules() {
 #[test]
 fn withdrawal_settlement_rules() {
     let pending = || with("100", vec![withdrawal_requested(W1, "30", "70")]);
-    let completed = || {
-        with(
-            "100",
-            vec![
-                withdrawal_requested(W1, "30", "70"),
-                withdrawal_completed(W1, "30"),
-            ],
-        )
-    };
-    let failed = || {
-        with(
-            "100",
-            vec![
-                withdrawal_requested(W1, "30", "70"),
-                withdrawal_failed(W1, "30", "100"),
-            ],
-        )
-    };
+    let completed = || with("100", vec![withdrawal_requested(W1, "30", "70"), withdrawal_completed(W1, "30")]);
+    let failed = || with("100", vec![withdrawal_requested(W1, "30", "70"), withdrawal_failed(W1, "30", "100")]);
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         ("complete",                 pending(),     complete(W1), Ok(vec![withdrawal_completed(W1, "30")])),
@@ -441,20 +365,13 @@ fn withdrawal_settlement_rules() {
 fn a_failed_payout_is_credited_back_even_at_the_balance_limit() {
     let max = BALANCE_UNITS_MAX.to_string();
     let mut given = funded(&max);
-    given.push(withdrawal_requested(
+    given.push(withdrawal_requested(W1, "30", &(BALANCE_UNITS_MAX - 30).to_string()));
+    given.push(deposited(TX2, "30", &max));
+    WalletTest::with(()).given(given).when(fail(W1)).then_expect_events(vec![withdrawal_failed(
         W1,
         "30",
-        &(BALANCE_UNITS_MAX - 30).to_string(),
-    ));
-    given.push(deposited(TX2, "30", &max));
-    WalletTest::with(())
-        .given(given)
-        .when(fail(W1))
-        .then_expect_events(vec![withdrawal_failed(
-            W1,
-            "30",
-            &(BALANCE_UNITS_MAX + 30).to_string(),
-        )]);
+        &(BALANCE_UNITS_MAX + 30).to_string(),
+    )]);
 }
 
 // ---- reversals ----------------------------------------------------------------------------
@@ -520,15 +437,7 @@ fn hold_placement_rules() {
 #[test]
 fn hold_capture_rules() {
     let held = || with("100", vec![hold_placed(H1, "60", Some(t(10)))]);
-    let part = || {
-        with(
-            "100",
-            vec![
-                hold_placed(H1, "60", Some(t(10))),
-                hold_captured(H1, C1, "20", "80", "40"),
-            ],
-        )
-    };
+    let part = || with("100", vec![hold_placed(H1, "60", Some(t(10))), hold_captured(H1, C1, "20", "80", "40")]);
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         ("first part",                held(), capture(H1, C1, "20"),    Ok(vec![hold_captured(H1, C1, "20", "80", "40")])),
@@ -571,13 +480,7 @@ fn a_full_capture_keeps_an_empty_hold_until_it_is_released() {
 
 #[test]
 fn a_partial_capture_keeps_the_hold_and_records_the_capture() {
-    let wallet = state(with(
-        "100",
-        vec![
-            hold_placed(H1, "60", Some(t(10))),
-            hold_captured(H1, C1, "20", "80", "40"),
-        ],
-    ));
+    let wallet = state(with("100", vec![hold_placed(H1, "60", Some(t(10))), hold_captured(H1, C1, "20", "80", "40")]));
     let hold = &wallet.holds[&H1];
     assert_eq!(hold.remaining, dec("40"));
     assert_eq!(hold.captures.get(&C1), Some(&dec("20")));
@@ -604,15 +507,7 @@ fn repeating_the_final_capture_is_a_no_op() {
 fn hold_release_and_expiry_rules() {
     let held = || with("100", vec![hold_placed(H1, "60", Some(t(10)))]);
     let open_ended = || with("100", vec![hold_placed(H1, "60", None)]);
-    let part = || {
-        with(
-            "100",
-            vec![
-                hold_placed(H1, "60", Some(t(10))),
-                hold_captured(H1, C1, "20", "80", "40"),
-            ],
-        )
-    };
+    let part = || with("100", vec![hold_placed(H1, "60", Some(t(10))), hold_captured(H1, C1, "20", "80", "40")]);
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
         ("release",                     held(),        release(H1),            Ok(vec![hold_released(H1, "60")])),
@@ -677,23 +572,11 @@ fn money_moving_events_record_one_posting_each() {
     ];
     for (event, debit, credit, amount, delta) in cases {
         let postings = event.postings(WALLET);
-        let expected = Posting {
-            debit,
-            credit,
-            currency: Currency::Eur,
-            amount: dec(amount),
-        };
+        let expected = Posting { debit, credit, currency: Currency::Eur, amount: dec(amount) };
         assert_eq!(postings, vec![expected], "{event:?}");
         assert!(postings.iter().all(|p| p.debit != p.credit), "{event:?}");
-        assert!(
-            postings.iter().all(|p| p.amount > Decimal::ZERO),
-            "{event:?}"
-        );
-        assert_eq!(
-            event.balance_delta(WALLET),
-            dec(delta),
-            "{event:?}"
-        );
+        assert!(postings.iter().all(|p| p.amount > Decimal::ZERO), "{event:?}");
+        assert_eq!(event.balance_delta(WALLET), dec(delta), "{event:?}");
     }
 }
 
@@ -708,15 +591,8 @@ fn events_that_move_no_money_record_no_postings() {
         hold_expired(H1, "5"),
     ];
     for event in events {
-        assert!(
-            event.postings(WALLET).is_empty(),
-            "{event:?}"
-        );
-        assert_eq!(
-            event.balance_delta(WALLET),
-            Decimal::ZERO,
-            "{event:?}"
-        );
+        assert!(event.postings(WALLET).is_empty(), "{event:?}");
+        assert_eq!(event.balance_delta(WALLET), Decimal::ZERO, "{event:?}");
     }
 }
 
@@ -798,10 +674,7 @@ fn error_codes_are_distinct() {
     ];
     let mut codes: Vec<&str> = errors.iter().map(WalletError::code).collect();
     assert_eq!(InsufficientFunds.code(), "insufficient_funds");
-    assert_eq!(
-        CaptureExistsWithDifferentAmount.code(),
-        "capture_exists_with_different_amount"
-    );
+    assert_eq!(CaptureExistsWithDifferentAmount.code(), "capture_exists_with_different_amount");
     codes.sort_unstable();
     codes.dedup();
     assert_eq!(codes.len(), errors.len());

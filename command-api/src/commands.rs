@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use event_store::{Begun, CommandContext, Committed, Idempotency, Outcome, StoreError, UnitOfWork};
 use rand::Rng;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::RequestInfo;
@@ -98,6 +99,22 @@ async fn back_off(attempt: u32) {
     let base_ms = 2_u64.pow(attempt.min(6));
     let jitter_ms = rand::rng().random_range(0..=base_ms);
     tokio::time::sleep(Duration::from_millis(base_ms + jitter_ms)).await;
+}
+
+/// Commits and answers 200 with `body` plus the position of the last event written.
+pub async fn commit_ok(uow: UnitOfWork, body: Value) -> Result<Committed, ApiError> {
+    Ok(uow.commit(|position| Outcome::new(200, with_position(body, position))).await?)
+}
+
+/// Commits and answers 201 with `body` plus the position, and the created resource's `Location`.
+pub async fn commit_created(uow: UnitOfWork, body: Value, location: String) -> Result<Committed, ApiError> {
+    let created = |position| Outcome { location: Some(location), ..Outcome::new(201, with_position(body, position)) };
+    Ok(uow.commit(created).await?)
+}
+
+fn with_position(mut body: Value, position: Option<i64>) -> Value {
+    body["position"] = serde_json::json!(position);
+    body
 }
 
 /// The HTTP response of an outcome; a replayed one says so in `Idempotent-Replayed`.

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use domain::user::{Role, User, UserCommand};
 use domain::wallet::{wallet_id, Wallet, WalletCommand};
 use domain::Currency;
-use event_store::{Committed, Outcome, UnitOfWork};
+use event_store::{Committed, UnitOfWork};
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::postgres::PgArguments;
@@ -139,13 +139,5 @@ pub async fn register(mut uow: UnitOfWork, user: NewUser) -> Result<Committed, A
         registered_at: Some(uow.context().at),
     };
     let location = format!("/api/v1/users/{}", user.user_id);
-    let committed = uow
-        .commit(|position| Outcome {
-            status: 201,
-            body: json!({"user": view, "wallets": wallets, "position": position}),
-            location: Some(location),
-            position,
-        })
-        .await?;
-    Ok(committed)
+    crate::commands::commit_created(uow, json!({"user": view, "wallets": wallets}), location).await
 }

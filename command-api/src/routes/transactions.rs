@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::response::Response;
 use domain::wallet::{ReversalDirection, Wallet, WalletCommand};
 use domain::Amount;
-use event_store::Outcome;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
@@ -12,11 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Caller, RequestInfo};
-use crate::commands::{run, CommandInput};
+use crate::commands::{commit_created, run, CommandInput};
 use crate::error::{wallet_rejection, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
-use crate::routes::users::with_position_field;
 use crate::routes::wallets::{index_transaction, indexed_transaction, may_see, validate_text};
 use crate::state::AppState;
 use crate::views::{cursor, format_amount, page_limit};
@@ -208,14 +206,7 @@ pub async fn transactions_reverse(
                 "balance": currency.format(executed.aggregate.balance),
             });
             let location = format!("/api/v1/transactions/{reversal_id}");
-            Ok(uow
-                .commit(|position| Outcome {
-                    status: 201,
-                    body: with_position_field(body, position),
-                    location: Some(location),
-                    position,
-                })
-                .await?)
+            commit_created(uow, body, location).await
         }
     })
     .await

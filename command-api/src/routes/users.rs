@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use axum::extract::State;
 use axum::response::Response;
 use domain::user::{Role, User, UserCommand};
-use event_store::Outcome;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::{Arguments, Row};
@@ -13,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{hash_password, Caller, RequestInfo};
-use crate::commands::{run, CommandInput};
+use crate::commands::{commit_ok, run, CommandInput};
 use crate::error::{user_rejection, ApiError};
 use crate::extract::{ApiJson, ApiPath, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
@@ -155,7 +154,7 @@ pub async fn users_update_profile(
                 );
             }
             let body = json!({"id": id, "display_name": request.display_name, "is_seller": request.is_seller, "is_buyer": request.is_buyer});
-            Ok(uow.commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) }).await?)
+            commit_ok(uow, body).await
         }
     })
     .await
@@ -221,9 +220,7 @@ async fn change_role(
             let executed = uow.execute::<User>(&id.to_string(), command, &()).await?.map_err(user_rejection)?;
             let roles = crate::views::role_names(&executed.aggregate.roles);
             let body = json!({"id": id, "roles": roles});
-            Ok(uow
-                .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
-                .await?)
+            commit_ok(uow, body).await
         }
     })
     .await?;
@@ -264,17 +261,9 @@ pub async fn users_erase_personal_data(
             })?,
         );
         let body = json!({"id": id, "erased": true});
-        Ok(uow
-            .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
-            .await?)
+        commit_ok(uow, body).await
     })
     .await
-}
-
-/// Adds `position` to a command's JSON answer.
-pub fn with_position_field(mut body: serde_json::Value, position: Option<i64>) -> serde_json::Value {
-    body["position"] = json!(position);
-    body
 }
 
 fn ensure_self_or_staff(caller: &Caller, id: Uuid) -> Result<(), ApiError> {

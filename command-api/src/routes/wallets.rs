@@ -5,7 +5,7 @@ use axum::response::Response;
 use domain::user::Role;
 use domain::wallet::{Wallet, WalletCommand};
 use domain::{Amount, Currency};
-use event_store::{Outcome, UnitOfWork};
+use event_store::UnitOfWork;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{Arguments, Row};
@@ -13,12 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Caller, RequestInfo};
-use crate::commands::{run, CommandInput};
+use crate::commands::{commit_created, commit_ok, run, CommandInput};
 use crate::error::{wallet_rejection, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
 use crate::registration::arguments;
-use crate::routes::users::with_position_field;
 use crate::state::AppState;
 use crate::views::{cursor, format_amount, page_limit, WalletView};
 
@@ -196,14 +195,7 @@ pub async fn deposits_create(
             index_transaction(&mut uow, transaction_id, id, "deposit", currency, amount, "completed")?;
             let body = movement_body(transaction_id, id, "deposit", "completed", currency, amount, &executed.aggregate);
             let location = format!("/api/v1/transactions/{transaction_id}");
-            Ok(uow
-                .commit(|position| Outcome {
-                    status: 201,
-                    body: with_position_field(body, position),
-                    location: Some(location),
-                    position,
-                })
-                .await?)
+            commit_created(uow, body, location).await
         }
     })
     .await
@@ -262,14 +254,7 @@ pub async fn withdrawals_create(
             index_transaction(&mut uow, withdrawal_id, id, "withdrawal", currency, amount, "pending")?;
             let body = movement_body(withdrawal_id, id, "withdrawal", "pending", currency, amount, &executed.aggregate);
             let location = format!("/api/v1/transactions/{withdrawal_id}");
-            Ok(uow
-                .commit(|position| Outcome {
-                    status: 201,
-                    body: with_position_field(body, position),
-                    location: Some(location),
-                    position,
-                })
-                .await?)
+            commit_created(uow, body, location).await
         }
     })
     .await
@@ -346,7 +331,7 @@ async fn settle_withdrawal(
                 })?,
             );
             let body = json!({"transaction_id": withdrawal_id, "wallet_id": wallet_id, "status": new_status, "reason": failure});
-            Ok(uow.commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) }).await?)
+            commit_ok(uow, body).await
         }
     })
     .await
@@ -404,9 +389,7 @@ async fn set_frozen(
         async move {
             let executed = uow.execute::<Wallet>(&id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
             let body = json!({"wallet_id": id, "frozen": executed.aggregate.frozen});
-            Ok(uow
-                .commit(|position| Outcome { position, ..Outcome::new(200, with_position_field(body, position)) })
-                .await?)
+            commit_ok(uow, body).await
         }
     })
     .await

@@ -201,6 +201,18 @@ fn claim_taken(kind: &str) -> ApiError {
     }
 }
 
+impl From<domain::wallet::WalletError> for ApiError {
+    fn from(error: domain::wallet::WalletError) -> ApiError {
+        wallet_rejection(error)
+    }
+}
+
+impl From<domain::user::UserError> for ApiError {
+    fn from(error: domain::user::UserError) -> ApiError {
+        user_rejection(error)
+    }
+}
+
 /// Maps a wallet's rejection to its HTTP status; the code is the domain's.
 pub fn wallet_rejection(error: domain::wallet::WalletError) -> ApiError {
     use domain::wallet::WalletError::*;

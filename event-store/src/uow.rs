@@ -206,6 +206,18 @@ impl UnitOfWork {
         command: A::Command,
         services: &A::Services,
     ) -> Result<Result<Executed<A>, A::Error>, StoreError> {
+        self.execute_with::<A, A::Error>(aggregate_id, |_| Ok(command), services).await
+    }
+
+    /// Like [`execute`](Self::execute), with the command built from the loaded state by
+    /// `decide` (which may refuse with the caller's error): one load where a command needs
+    /// the aggregate first, say to check its owner or its currency.
+    pub async fn execute_with<A: Snapshotted, E: From<A::Error>>(
+        &mut self,
+        aggregate_id: &str,
+        decide: impl FnOnce(&A) -> Result<A::Command, E>,
+        services: &A::Services,
+    ) -> Result<Result<Executed<A>, E>, StoreError> {
         let stream = (A::TYPE, aggregate_id.to_string());
         assert!(!self.heads.contains_key(&stream), "one command per stream in a unit of work");
         // Streams of one unit of work may share a stripe: take each stripe once.
@@ -216,10 +228,14 @@ impl UnitOfWork {
         }
         let loaded = self.store.load::<A>(self.tx.as_mut().expect("open transaction"), aggregate_id, true).await?;
         let mut aggregate = loaded.aggregate;
+        let command = match decide(&aggregate) {
+            Ok(command) => command,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         let sink = EventSink::default();
         // `EventSink::write` applies each event as it is written: `aggregate` is the new state.
         if let Err(rejection) = aggregate.handle(command, services, &sink).await {
-            return Ok(Err(rejection));
+            return Ok(Err(rejection.into()));
         }
         let events = sink.collect().await;
         let sequence = loaded.sequence + events.len() as i64;

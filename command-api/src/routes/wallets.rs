@@ -138,17 +138,11 @@ pub fn parse_amount(text: &str, currency: Currency) -> Result<Amount, ApiError> 
     Amount::parse(text, currency).map_err(|error| ApiError::field_rule("amount", error.code(), error.to_string()))
 }
 
-/// Loads the wallet in the command's transaction; 404 unless it exists and, when `owner` is
-/// given, belongs to them.
-async fn command_wallet(
-    uow: &mut UnitOfWork,
-    state: &AppState,
-    id: Uuid,
-    owner: Option<Uuid>,
-) -> Result<Wallet, ApiError> {
-    let loaded = state.store.load::<Wallet>(uow.connection(), &id.to_string(), true).await?;
-    match loaded.aggregate.identity {
-        Some(identity) if owner.is_none_or(|owner| owner == identity.owner_id) => Ok(loaded.aggregate),
+/// The currency of an open wallet; 404 unless it exists and, when `owner` is given, belongs
+/// to them (another user's wallet answers exactly like a missing one).
+fn wallet_currency(wallet: &Wallet, owner: Option<Uuid>) -> Result<Currency, ApiError> {
+    match wallet.identity {
+        Some(identity) if owner.is_none_or(|owner| owner == identity.owner_id) => Ok(identity.currency),
         _ => Err(wallet_not_found()),
     }
 }
@@ -183,14 +177,17 @@ pub async fn deposits_create(
     let input =
         CommandInput { actor: caller.user_id.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |mut uow| {
-        let (state, request) = (state.clone(), request.clone());
+        let request = request.clone();
         async move {
-            let currency = command_wallet(&mut uow, &state, id, None).await?.identity.expect("open wallet").currency;
-            let amount = parse_amount(&request.amount, currency)?;
             let transaction_id = Uuid::new_v4();
-            let command =
-                WalletCommand::Deposit { transaction_id, amount, currency, reference: request.reference.clone() };
-            let executed = uow.execute::<Wallet>(&id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
+            let deposit = |wallet: &Wallet| {
+                let currency = wallet_currency(wallet, None)?;
+                let amount = parse_amount(&request.amount, currency)?;
+                let reference = request.reference.clone();
+                Ok::<_, ApiError>(WalletCommand::Deposit { transaction_id, amount, currency, reference })
+            };
+            let executed = uow.execute_with::<Wallet, ApiError>(&id.to_string(), deposit, &()).await??;
+            let (currency, amount) = money_moved(&executed.events);
             uow.claim(crate::claims::DEPOSIT_REFERENCE, &request.reference, &transaction_id.to_string());
             index_transaction(&mut uow, transaction_id, id, "deposit", currency, amount, "completed")?;
             let body = movement_body(transaction_id, id, "deposit", "completed", currency, amount, &executed.aggregate);
@@ -232,20 +229,21 @@ pub async fn withdrawals_create(
     let owner = caller.user_id;
     let input = CommandInput { actor: owner.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |mut uow| {
-        let (state, request) = (state.clone(), request.clone());
+        let request = request.clone();
         async move {
-            let currency =
-                command_wallet(&mut uow, &state, id, Some(owner)).await?.identity.expect("open wallet").currency;
-            let amount = parse_amount(&request.amount, currency)?;
             let withdrawal_id = Uuid::new_v4();
-            let command = WalletCommand::RequestWithdrawal {
-                withdrawal_id,
-                amount,
-                currency,
-                reference: request.reference.clone(),
-                destination: request.destination.clone(),
+            let withdraw = |wallet: &Wallet| {
+                let currency = wallet_currency(wallet, Some(owner))?;
+                Ok::<_, ApiError>(WalletCommand::RequestWithdrawal {
+                    withdrawal_id,
+                    amount: parse_amount(&request.amount, currency)?,
+                    currency,
+                    reference: request.reference.clone(),
+                    destination: request.destination.clone(),
+                })
             };
-            let executed = uow.execute::<Wallet>(&id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
+            let executed = uow.execute_with::<Wallet, ApiError>(&id.to_string(), withdraw, &()).await??;
+            let (currency, amount) = money_moved(&executed.events);
             uow.claim(
                 crate::claims::WITHDRAWAL_REFERENCE,
                 &format!("{id}/{}", request.reference),
@@ -393,6 +391,15 @@ async fn set_frozen(
         }
     })
     .await
+}
+
+/// Currency and amount of the money-moving event a command produced.
+fn money_moved(events: &[domain::wallet::WalletEvent]) -> (Currency, Amount) {
+    use domain::wallet::WalletEvent::*;
+    match events.first() {
+        Some(Deposited { currency, amount, .. } | WithdrawalRequested { currency, amount, .. }) => (*currency, *amount),
+        other => unreachable!("a deposit or withdrawal produces its event first, not {other:?}"),
+    }
 }
 
 /// The command-side index row of a transaction.

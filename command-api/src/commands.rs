@@ -112,6 +112,13 @@ pub async fn commit_created(uow: UnitOfWork, body: Value, location: String) -> R
     Ok(uow.commit(created).await?)
 }
 
+/// Commits and answers 202 (long-running work started) with `body`, the position, and the
+/// `Location` where its status shows.
+pub async fn commit_accepted(uow: UnitOfWork, body: Value, location: String) -> Result<Committed, ApiError> {
+    let accepted = |position| Outcome { location: Some(location), ..Outcome::new(202, with_position(body, position)) };
+    Ok(uow.commit(accepted).await?)
+}
+
 fn with_position(mut body: Value, position: Option<i64>) -> Value {
     body["position"] = serde_json::json!(position);
     body

@@ -207,6 +207,16 @@ impl From<domain::wallet::WalletError> for ApiError {
     }
 }
 
+impl From<domain::transfer::TransferError> for ApiError {
+    fn from(error: domain::transfer::TransferError) -> ApiError {
+        let status = match error {
+            domain::transfer::TransferError::NotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
 impl From<domain::user::UserError> for ApiError {
     fn from(error: domain::user::UserError) -> ApiError {
         user_rejection(error)

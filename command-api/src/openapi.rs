@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, health, transactions, users, wallets};
+use crate::routes::{audit, auth, health, reports, transactions, transfers, users, wallets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,11 +18,13 @@ use crate::routes::{audit, auth, health, transactions, users, wallets};
         wallets::wallets_get, wallets::wallets_entries, wallets::deposits_create, wallets::withdrawals_create,
         wallets::withdrawals_complete, wallets::withdrawals_fail, wallets::wallets_freeze, wallets::wallets_unfreeze,
         transactions::transactions_get, transactions::transactions_list, transactions::transactions_reverse,
+        transfers::transfers_create, transfers::transfers_get,
         audit::audit_events, audit::audit_verify, audit::audit_security,
+        reports::reports_trial_balance,
         health::health_live, health::health_ready,
     ),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "audit"), (name = "health"))
+    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "audit"), (name = "reports"), (name = "health"))
 )]
 pub struct ApiDoc;
 

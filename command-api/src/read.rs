@@ -69,3 +69,14 @@ pub fn with_position(position: i64, body: impl IntoResponse) -> Response {
     response.headers_mut().insert(LEDGER_POSITION_HEADER, HeaderValue::from(position));
     response
 }
+
+/// The `as_of` query parameter: an RFC 3339 time, or 422 `validation_failed`.
+pub fn parse_as_of(value: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    value
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| time.to_utc())
+                .map_err(|_| ApiError::invalid_field("as_of", "invalid", "must be an RFC 3339 time"))
+        })
+        .transpose()
+}

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod money;
+pub mod transfer;
 pub mod user;
 pub mod wallet;
 

@@ -73,8 +73,8 @@ pub struct ServeSettings {
     /// Longest `?min_position=` wait, in milliseconds.
     #[arg(long, env = "ECOLEDGER_MIN_POSITION_WAIT_MS", default_value_t = 5000)]
     pub min_position_wait_ms: u64,
-    /// Components to run, comma-separated: api, relay, projections (default all).
-    #[arg(long, env = "ECOLEDGER_COMPONENTS", value_delimiter = ',', default_value = "api,relay,projections")]
+    /// Components to run, comma-separated: api, relay, projections, sagas (default all).
+    #[arg(long, env = "ECOLEDGER_COMPONENTS", value_delimiter = ',', default_value = "api,relay,projections,sagas")]
     pub components: Vec<Component>,
 }
 
@@ -83,6 +83,8 @@ pub enum Component {
     Api,
     Relay,
     Projections,
+    /// Saga workers (competing: run as many as you like).
+    Sagas,
 }
 
 impl ServeSettings {

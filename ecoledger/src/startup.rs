@@ -62,6 +62,9 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
             tasks.push(tokio::spawn(projector.run()));
         }
     }
+    if settings.runs(Component::Sagas) {
+        tasks.push(tokio::spawn(sagas::SagaWorker::new(store.clone()).run()));
+    }
     tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
     let listener = TcpListener::bind(&settings.http_addr)
         .await

@@ -19,7 +19,7 @@ pub use error::StoreError;
 pub use metadata::CommandContext;
 pub use record::{PublishedEvent, RecordedEvent};
 pub use relay::Relay;
-pub use store::{Loaded, Snapshotted, Store};
+pub use store::{Loaded, Snapshotted, Store, WAKE_CHANNEL};
 pub use uow::{Begun, Committed, Executed, Idempotency, Outcome, UnitOfWork};
 
 /// The schema migrations under the workspace's `migrations/`, embedded in the binary.

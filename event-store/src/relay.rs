@@ -75,14 +75,14 @@ impl Relay {
         let mut listener = PgListener::connect_with(self.store.pool()).await?;
         listener.listen(WAKE_CHANNEL).await?;
         let mut state = load_state(&mut lock_conn).await?;
-        let committed = self.store.commit_signal();
+        let mut committed = self.store.commit_signal();
         loop {
             match self.publish_next_batch(&mut lock_conn, &js, &mut state).await? {
                 BatchResult::Published => continue,
                 BatchResult::WaitingForOlderTransaction => tokio::time::sleep(HORIZON_POLL).await,
                 BatchResult::Empty => {
                     tokio::select! {
-                        _ = committed.notified() => {}
+                        _ = committed.changed() => {}
                         notification = listener.recv() => { notification?; }
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                     }

@@ -9,7 +9,7 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
-use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex, Notify, OwnedMutexGuard};
 
 use crate::error::StoreError;
 use crate::record::{RecordedEvent, GENESIS_HASH};
@@ -38,6 +38,10 @@ impl Snapshotted for domain::user::User {
     const SNAPSHOT_VERSION: i32 = 1;
 }
 
+impl Snapshotted for domain::transfer::Transfer {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
 /// An aggregate as loaded: its state, the stream's head, and where its snapshot stands.
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
@@ -55,8 +59,8 @@ pub struct Store {
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     stripes: Vec<Arc<Mutex<()>>>,
-    /// Wakes this process's relay after a commit.
-    pub(crate) committed: Arc<Notify>,
+    /// Counts commits in this process: the relay and saga workers wake on its changes.
+    pub(crate) committed: watch::Sender<u64>,
     /// Wakes the task that sends the debounced cross-process NOTIFY.
     pub(crate) notify_others: Arc<Notify>,
     pub(crate) snapshot_interval: i64,
@@ -72,7 +76,7 @@ impl Store {
         let inner = Arc::new(Inner {
             pool: pool.clone(),
             stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
-            committed: Arc::new(Notify::new()),
+            committed: watch::Sender::new(0),
             notify_others: notify_others.clone(),
             snapshot_interval: snapshot_interval.max(1),
         });
@@ -84,9 +88,10 @@ impl Store {
         &self.inner.pool
     }
 
-    /// Notified after every commit in this process (the relay's in-process wake-up).
-    pub fn commit_signal(&self) -> Arc<Notify> {
-        self.inner.committed.clone()
+    /// Changes after every commit in this process (the in-process wake-up of the relay and
+    /// the saga workers; other processes get a debounced NOTIFY).
+    pub fn commit_signal(&self) -> watch::Receiver<u64> {
+        self.inner.committed.subscribe()
     }
 
     /// The striped lock a stream queues on in this process.

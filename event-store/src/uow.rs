@@ -338,7 +338,7 @@ impl UnitOfWork {
         let heads = std::mem::take(&mut self.heads);
         self.tx.take().expect("open transaction").commit().await?;
         if position.is_some() {
-            self.store.inner.committed.notify_one();
+            self.store.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
             self.store.inner.notify_others.notify_one();
         }
         self.store.write_due_snapshots(heads);

@@ -4,10 +4,12 @@
 
 mod audit;
 mod checkpoint;
+mod journal;
 mod replay;
 mod runner;
 mod system_accounts;
 mod transactions;
+mod transfers;
 mod users;
 mod wallet_entries;
 mod wallets;
@@ -43,7 +45,9 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(wallet_entries::WalletEntries),
         Arc::new(system_accounts::SystemAccounts),
         Arc::new(transactions::Transactions),
+        Arc::new(transfers::Transfers),
         Arc::new(audit::AuditEvents),
+        Arc::new(journal::Journal),
     ]
 }
 
@@ -64,6 +68,14 @@ pub(crate) fn wallet_event(event: &RecordedEvent) -> Result<Option<domain::walle
         return Ok(None);
     }
     event_store::store::decode_event::<domain::wallet::Wallet>(event).map(Some)
+}
+
+/// Decodes a transfer event, or `None` for other aggregates.
+pub(crate) fn transfer_event(event: &RecordedEvent) -> Result<Option<domain::transfer::TransferEvent>, StoreError> {
+    if event.aggregate_type != <domain::transfer::Transfer as cqrs_es::Aggregate>::TYPE {
+        return Ok(None);
+    }
+    event_store::store::decode_event::<domain::transfer::Transfer>(event).map(Some)
 }
 
 /// Decodes a user event, or `None` for other aggregates.

@@ -59,6 +59,15 @@ fn entry_of(event: &WalletEvent) -> Option<(Uuid, &'static str, Decimal)> {
             Some((*reversal_id, "reversal", *balance_after))
         }
         WalletEvent::HoldCaptured { capture_id, balance_after, .. } => Some((*capture_id, "capture", *balance_after)),
+        WalletEvent::TransferDebited { transfer_id, balance_after, .. } => {
+            Some((*transfer_id, "transfer_out", *balance_after))
+        }
+        WalletEvent::TransferCredited { transfer_id, balance_after, .. } => {
+            Some((*transfer_id, "transfer_in", *balance_after))
+        }
+        WalletEvent::TransferReturned { transfer_id, balance_after, .. } => {
+            Some((*transfer_id, "transfer_returned", *balance_after))
+        }
         _ => None,
     }
 }

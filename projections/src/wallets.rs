@@ -70,7 +70,10 @@ fn change_of(event: &WalletEvent) -> Option<Change> {
         WalletEvent::Deposited { balance_after, .. }
         | WalletEvent::WithdrawalRequested { balance_after, .. }
         | WalletEvent::WithdrawalFailed { balance_after, .. }
-        | WalletEvent::TransactionReversed { balance_after, .. } => Some(balance(*balance_after)),
+        | WalletEvent::TransactionReversed { balance_after, .. }
+        | WalletEvent::TransferDebited { balance_after, .. }
+        | WalletEvent::TransferCredited { balance_after, .. }
+        | WalletEvent::TransferReturned { balance_after, .. } => Some(balance(*balance_after)),
         WalletEvent::HoldPlaced { amount, .. } => Some(held(amount.value())),
         WalletEvent::HoldCaptured { amount, balance_after, .. } => {
             Some(Change { balance: Some(*balance_after), held_delta: -amount.value(), frozen: None })

@@ -1,2 +1,13 @@
-//! Sagas (transfer, purchase, mint, notify): driven from Postgres, woken by JetStream.
-//! Not built yet: the ledger-flows issue (transfers, purchases) brings the first ones.
+//! Sagas: flows of several steps (transfers today; purchases, mints and notifications later).
+//!
+//! A saga's state is a row in Postgres (`sagas`) with a `next_attempt_at`. Workers lease due
+//! rows with `FOR UPDATE SKIP LOCKED`, so any number of them compete safely; a commit in this
+//! process, a NOTIFY from another, or a slow poll wakes them. Each step is a unit of work whose
+//! aggregates make it happen once: a crash, a retry or two workers on one saga never repeat a
+//! posting.
+
+mod transfer;
+mod worker;
+
+pub use transfer::{TransferSaga, TRANSFER_SAGA};
+pub use worker::SagaWorker;

@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod reports;
 pub mod transactions;
+pub mod transfers;
 pub mod users;
 pub mod wallets;
 
@@ -35,9 +37,12 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/transactions", get(transactions::transactions_list))
         .route("/api/v1/transactions/{id}", get(transactions::transactions_get))
         .route("/api/v1/transactions/{id}/reversal", post(transactions::transactions_reverse))
+        .route("/api/v1/transfers", post(transfers::transfers_create))
+        .route("/api/v1/transfers/{id}", get(transfers::transfers_get))
         .route("/api/v1/audit/events", get(audit::audit_events))
         .route("/api/v1/audit/verify", get(audit::audit_verify))
         .route("/api/v1/audit/security", get(audit::audit_security))
+        .route("/api/v1/reports/trial-balance", get(reports::reports_trial_balance))
         .route("/health/live", get(health::health_live))
         .route("/health/ready", get(health::health_ready))
         .route("/metrics", get(health::metrics))

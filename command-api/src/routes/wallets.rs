@@ -16,7 +16,7 @@ use crate::auth::{Caller, RequestInfo};
 use crate::commands::{commit_created, commit_ok, run, CommandInput};
 use crate::error::{wallet_rejection, ApiError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
-use crate::read::{position_of, with_position, Consistency};
+use crate::read::{parse_as_of, position_of, with_position, Consistency};
 use crate::registration::arguments;
 use crate::state::AppState;
 use crate::views::{cursor, format_amount, page_limit, WalletView};
@@ -42,6 +42,9 @@ pub async fn wallets_get(
 pub struct PageQuery {
     pub cursor: Option<String>,
     pub limit: Option<i64>,
+    /// RFC 3339: only entries that occurred at or before it (a statement at a point in time).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,15 +76,18 @@ pub async fn wallets_entries(
 ) -> Result<Response, ApiError> {
     let after = cursor::decode(page.cursor.as_deref())?;
     let limit = page_limit(page.limit)?;
+    let as_of = parse_as_of(page.as_of.as_deref())?;
     let position = position_of(&state, &["wallets", "wallet_entries"], consistency.0).await?;
     let wallet = visible_wallet(&state, &caller, id).await?;
     let rows = sqlx::query(
         "SELECT position, transaction_id, kind, amount, balance_after, occurred_at FROM rm_wallet_entries \
-         WHERE wallet_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+         WHERE wallet_id = $1 AND position > $2 AND ($4::timestamptz IS NULL OR occurred_at <= $4) \
+         ORDER BY position LIMIT $3",
     )
     .bind(id)
     .bind(after)
     .bind(limit + 1)
+    .bind(as_of)
     .fetch_all(state.store.pool())
     .await?;
     let more = rows.len() as i64 > limit;

@@ -160,6 +160,40 @@ impl Wallet {
                     balance_after,
                 }])
             }
+            WalletCommand::DebitForTransfer { transfer_id, to_wallet_id, amount, currency } => {
+                self.check_currency(currency)?;
+                self.check_debit(amount.value())?;
+                Ok(vec![WalletEvent::TransferDebited {
+                    currency,
+                    transfer_id,
+                    to_wallet_id,
+                    amount,
+                    counter_account: SystemAccount::Transit,
+                    balance_after: self.balance - amount.value(),
+                }])
+            }
+            WalletCommand::CreditFromTransfer { transfer_id, from_wallet_id, amount, currency } => {
+                self.check_currency(currency)?;
+                Ok(vec![WalletEvent::TransferCredited {
+                    currency,
+                    transfer_id,
+                    from_wallet_id,
+                    amount,
+                    counter_account: SystemAccount::Transit,
+                    balance_after: self.credited(amount.value())?,
+                }])
+            }
+            WalletCommand::ReturnTransfer { transfer_id, amount, currency, reason } => {
+                self.check_currency(currency)?;
+                Ok(vec![WalletEvent::TransferReturned {
+                    currency,
+                    transfer_id,
+                    amount,
+                    reason,
+                    counter_account: SystemAccount::Transit,
+                    balance_after: self.returned(amount.value())?,
+                }])
+            }
             WalletCommand::Freeze { reason } => {
                 self.identity()?;
                 if self.frozen {
@@ -269,7 +303,11 @@ impl Aggregate for Wallet {
             WalletEvent::WalletOpened { wallet_id, owner_id, currency } => {
                 self.identity = Some(WalletIdentity { wallet_id, owner_id, currency });
             }
-            WalletEvent::Deposited { balance_after, .. } | WalletEvent::TransactionReversed { balance_after, .. } => {
+            WalletEvent::Deposited { balance_after, .. }
+            | WalletEvent::TransactionReversed { balance_after, .. }
+            | WalletEvent::TransferDebited { balance_after, .. }
+            | WalletEvent::TransferCredited { balance_after, .. }
+            | WalletEvent::TransferReturned { balance_after, .. } => {
                 self.balance = balance_after;
             }
             WalletEvent::WithdrawalRequested { withdrawal_id, amount, balance_after, .. } => {

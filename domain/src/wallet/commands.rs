@@ -45,6 +45,27 @@ pub enum WalletCommand {
         direction: ReversalDirection,
         reason: String,
     },
+    /// First step of a transfer: wallet → `transit`, the balance checked here.
+    DebitForTransfer {
+        transfer_id: Uuid,
+        to_wallet_id: Uuid,
+        amount: Amount,
+        currency: Currency,
+    },
+    /// Second step: `transit` → the destination wallet.
+    CreditFromTransfer {
+        transfer_id: Uuid,
+        from_wallet_id: Uuid,
+        amount: Amount,
+        currency: Currency,
+    },
+    /// The destination could not be credited: `transit` → back to the source.
+    ReturnTransfer {
+        transfer_id: Uuid,
+        amount: Amount,
+        currency: Currency,
+        reason: String,
+    },
     Freeze {
         reason: String,
     },

@@ -67,6 +67,30 @@ pub enum WalletEvent {
         counter_account: SystemAccount,
         balance_after: Decimal,
     },
+    TransferDebited {
+        currency: Currency,
+        transfer_id: Uuid,
+        to_wallet_id: Uuid,
+        amount: Amount,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    TransferCredited {
+        currency: Currency,
+        transfer_id: Uuid,
+        from_wallet_id: Uuid,
+        amount: Amount,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    TransferReturned {
+        currency: Currency,
+        transfer_id: Uuid,
+        amount: Amount,
+        reason: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
     WalletFrozen {
         reason: String,
     },
@@ -104,6 +128,9 @@ impl DomainEvent for WalletEvent {
             WalletEvent::WithdrawalCompleted { .. } => "WithdrawalCompleted",
             WalletEvent::WithdrawalFailed { .. } => "WithdrawalFailed",
             WalletEvent::TransactionReversed { .. } => "TransactionReversed",
+            WalletEvent::TransferDebited { .. } => "TransferDebited",
+            WalletEvent::TransferCredited { .. } => "TransferCredited",
+            WalletEvent::TransferReturned { .. } => "TransferReturned",
             WalletEvent::WalletFrozen { .. } => "WalletFrozen",
             WalletEvent::WalletUnfrozen { .. } => "WalletUnfrozen",
             WalletEvent::HoldPlaced { .. } => "HoldPlaced",
@@ -128,6 +155,9 @@ impl WalletEvent {
             | WalletEvent::WithdrawalCompleted { currency, .. }
             | WalletEvent::WithdrawalFailed { currency, .. }
             | WalletEvent::TransactionReversed { currency, .. }
+            | WalletEvent::TransferDebited { currency, .. }
+            | WalletEvent::TransferCredited { currency, .. }
+            | WalletEvent::TransferReturned { currency, .. }
             | WalletEvent::HoldCaptured { currency, .. } => Some(*currency),
             _ => None,
         }
@@ -140,10 +170,13 @@ impl WalletEvent {
         let system = |account: SystemAccount| Account::System { account };
         let posting = |debit, credit, amount: Decimal| Posting { debit, credit, currency, amount };
         match self {
-            WalletEvent::Deposited { amount, counter_account, .. } => {
+            WalletEvent::Deposited { amount, counter_account, .. }
+            | WalletEvent::TransferCredited { amount, counter_account, .. }
+            | WalletEvent::TransferReturned { amount, counter_account, .. } => {
                 vec![posting(system(*counter_account), wallet, amount.value())]
             }
             WalletEvent::WithdrawalRequested { amount, counter_account, .. }
+            | WalletEvent::TransferDebited { amount, counter_account, .. }
             | WalletEvent::HoldCaptured { amount, counter_account, .. } => {
                 vec![posting(wallet, system(*counter_account), amount.value())]
             }

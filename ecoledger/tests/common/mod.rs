@@ -127,7 +127,7 @@ impl Default for SpawnOptions {
     fn default() -> Self {
         SpawnOptions {
             nats_url: nats_url(),
-            components: vec![Component::Api, Component::Relay, Component::Projections],
+            components: vec![Component::Api, Component::Relay, Component::Projections, Component::Sagas],
             snapshot_interval: event_store::store::SNAPSHOT_INTERVAL_DEFAULT,
             login_failures_max: 5,
         }

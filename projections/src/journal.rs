@@ -1,0 +1,81 @@
+use async_trait::async_trait;
+use domain::accounts::Account;
+use event_store::{RecordedEvent, StoreError};
+use sqlx::PgConnection;
+
+use crate::{occurred_at, stream_uuid, wallet_event, Projection};
+
+/// `rm_postings`: the double-entry journal, one row per posting of every wallet event, keyed
+/// by the event's position and the posting's index within it. A trial balance at position N
+/// is the sum of the rows up to N (DESIGN.md section 3).
+pub struct Journal;
+
+#[async_trait]
+impl Projection for Journal {
+    fn name(&self) -> &'static str {
+        "journal"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_postings"]
+    }
+
+    /// Postings that move nothing or move money to the account they came from are bugs: the
+    /// table's CHECKs refuse them, and the projector stops there (logging and retrying) rather than record one.
+    async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
+        let Some(wallet_event) = wallet_event(event)? else { return Ok(()) };
+        let postings = wallet_event.postings(stream_uuid(event)?);
+        if postings.is_empty() {
+            return Ok(());
+        }
+        let occurred_at = occurred_at(event)?;
+        for (index, posting) in postings.iter().enumerate() {
+            let index = i16::try_from(index)
+                .map_err(|_| StoreError::corrupt(format!("position {}: too many postings", event.position)))?;
+            sqlx::query(
+                "INSERT INTO rm_postings (position, posting_index, currency, debit_account, credit_account, amount, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(event.position)
+            .bind(index)
+            .bind(posting.currency.code())
+            .bind(account_name(posting.debit))
+            .bind(account_name(posting.credit))
+            .bind(posting.amount)
+            .bind(occurred_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// An account as the journal names it: `wallet:<uuid>` or `system:<name>`.
+pub(crate) fn account_name(account: Account) -> String {
+    match account {
+        Account::Wallet { wallet_id } => format!("wallet:{wallet_id}"),
+        Account::System { account } => format!("system:{}", account.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::accounts::SystemAccount;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn accounts_are_named_by_kind() {
+        let wallet_id = Uuid::nil();
+        let cases = [
+            (Account::Wallet { wallet_id }, "wallet:00000000-0000-0000-0000-000000000000"),
+            (Account::System { account: SystemAccount::External }, "system:external"),
+            (Account::System { account: SystemAccount::Transit }, "system:transit"),
+            (Account::System { account: SystemAccount::Fees }, "system:fees"),
+        ];
+        for (account, name) in cases {
+            assert_eq!(account_name(account), name);
+        }
+    }
+}

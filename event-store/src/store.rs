@@ -26,7 +26,7 @@ pub const WAKE_CHANNEL: &str = "ecoledger_events";
 
 /// An aggregate the store can snapshot. Bump `SNAPSHOT_VERSION` whenever the state's shape
 /// changes: older snapshots are then ignored and the stream is replayed.
-pub trait Snapshotted: Aggregate {
+pub trait Snapshotted: Aggregate + Clone + 'static {
     const SNAPSHOT_VERSION: i32;
 }
 

@@ -1,6 +1,7 @@
 //! A unit of work: one Postgres transaction holding a command's events (the outbox), its
 //! uniqueness claims, side tables and idempotency record.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 
 use cqrs_es::event_sink::EventSink;
@@ -63,8 +64,14 @@ struct StagedEvent {
     payload: Value,
 }
 
+/// A stream this unit of work touched: the hash its first staged event chains from, and the
+/// state after the commands handled so far, so a second command on the stream continues
+/// from there (a saga step can capture a hold twice, a batch can hold many deposits).
 struct StreamHead {
     prev_hash: Vec<u8>,
+    sequence: i64,
+    snapshot_sequence: i64,
+    state: Option<Box<dyn Any + Send>>,
     snapshot: Option<PendingSnapshot>,
 }
 
@@ -219,39 +226,63 @@ impl UnitOfWork {
         services: &A::Services,
     ) -> Result<Result<Executed<A>, E>, StoreError> {
         let stream = (A::TYPE, aggregate_id.to_string());
-        assert!(!self.heads.contains_key(&stream), "one command per stream in a unit of work");
+        let (mut aggregate, sequence_before) = self.current_state::<A>(&stream).await?;
+        let command = match decide(&aggregate) {
+            Ok(command) => command,
+            Err(refusal) => {
+                self.keep_state(&stream, aggregate, sequence_before);
+                return Ok(Err(refusal));
+            }
+        };
+        let before = aggregate.clone();
+        let sink = EventSink::default();
+        // `EventSink::write` applies each event as it is written: `aggregate` is the new state.
+        if let Err(rejection) = aggregate.handle(command, services, &sink).await {
+            self.keep_state(&stream, before, sequence_before);
+            return Ok(Err(rejection.into()));
+        }
+        let events = sink.collect().await;
+        self.stage::<A>(aggregate_id, sequence_before, &events)?;
+        let sequence = sequence_before + events.len() as i64;
+        let head = self.heads.get_mut(&stream).expect("current_state registers the stream");
+        if !events.is_empty() && sequence - head.snapshot_sequence >= self.store.inner.snapshot_interval {
+            let state = serde_json::to_value(&aggregate).map_err(StoreError::corrupt)?;
+            head.snapshot = Some(PendingSnapshot { schema_version: A::SNAPSHOT_VERSION, sequence, state });
+        }
+        self.keep_state(&stream, aggregate.clone(), sequence);
+        Ok(Ok(Executed { aggregate, events, sequence }))
+    }
+
+    /// The stream's state in this unit of work: as left by an earlier command, or loaded
+    /// (snapshot + tail) under the stream's in-process lock.
+    async fn current_state<A: Snapshotted>(&mut self, stream: &(&'static str, String)) -> Result<(A, i64), StoreError> {
+        if let Some(head) = self.heads.get_mut(stream) {
+            let state = head.state.take().expect("a touched stream keeps its state");
+            let state = state.downcast::<A>().expect("a stream holds one aggregate type");
+            return Ok((*state, head.sequence));
+        }
         // Streams of one unit of work may share a stripe: take each stripe once.
-        let stripe = self.store.stream_stripe(&format!("{}/{aggregate_id}", A::TYPE));
+        let stripe = self.store.stream_stripe(&format!("{}/{}", stream.0, stream.1));
         if !self.stream_locks.iter().any(|(held, _)| *held == stripe) {
             let guard = self.store.lock_stripe(stripe).await?;
             self.stream_locks.push((stripe, guard));
         }
-        let loaded = self.store.load::<A>(self.tx.as_mut().expect("open transaction"), aggregate_id, true).await?;
-        let mut aggregate = loaded.aggregate;
-        let command = match decide(&aggregate) {
-            Ok(command) => command,
-            Err(refusal) => return Ok(Err(refusal)),
+        let loaded = self.store.load::<A>(self.tx.as_mut().expect("open transaction"), &stream.1, true).await?;
+        let head = StreamHead {
+            prev_hash: loaded.head_hash,
+            sequence: loaded.sequence,
+            snapshot_sequence: loaded.snapshot_sequence,
+            state: None,
+            snapshot: None,
         };
-        let sink = EventSink::default();
-        // `EventSink::write` applies each event as it is written: `aggregate` is the new state.
-        if let Err(rejection) = aggregate.handle(command, services, &sink).await {
-            return Ok(Err(rejection.into()));
-        }
-        let events = sink.collect().await;
-        let sequence = loaded.sequence + events.len() as i64;
-        let snapshot_due =
-            !events.is_empty() && sequence - loaded.snapshot_sequence >= self.store.inner.snapshot_interval;
-        let snapshot = match snapshot_due {
-            true => Some(PendingSnapshot {
-                schema_version: A::SNAPSHOT_VERSION,
-                sequence,
-                state: serde_json::to_value(&aggregate).map_err(StoreError::corrupt)?,
-            }),
-            false => None,
-        };
-        self.stage::<A>(aggregate_id, loaded.sequence, &events)?;
-        self.heads.insert(stream, StreamHead { prev_hash: loaded.head_hash, snapshot });
-        Ok(Ok(Executed { aggregate, events, sequence }))
+        self.heads.insert(stream.clone(), head);
+        Ok((loaded.aggregate, loaded.sequence))
+    }
+
+    fn keep_state<A: Snapshotted>(&mut self, stream: &(&'static str, String), aggregate: A, sequence: i64) {
+        let head = self.heads.get_mut(stream).expect("current_state registers the stream");
+        head.state = Some(Box::new(aggregate));
+        head.sequence = sequence;
     }
 
     /// Stages events for a stream whose head (`sequence`, `prev_hash`) the caller loaded.
@@ -275,7 +306,7 @@ impl UnitOfWork {
     }
 
     pub(crate) fn set_head(&mut self, aggregate_type: &'static str, aggregate_id: &str, prev_hash: Vec<u8>) {
-        let head = StreamHead { prev_hash, snapshot: None };
+        let head = StreamHead { prev_hash, sequence: 0, snapshot_sequence: 0, state: None, snapshot: None };
         self.heads.insert((aggregate_type, aggregate_id.to_string()), head);
     }
 

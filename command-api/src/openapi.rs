@@ -19,6 +19,7 @@ use crate::routes::{audit, auth, health, reports, transactions, transfers, users
         wallets::withdrawals_complete, wallets::withdrawals_fail, wallets::wallets_freeze, wallets::wallets_unfreeze,
         transactions::transactions_get, transactions::transactions_list, transactions::transactions_reverse,
         transfers::transfers_create, transfers::transfers_get,
+        crate::routes::prices::prices_create, crate::routes::prices::prices_list,
         audit::audit_events, audit::audit_verify, audit::audit_security,
         reports::reports_trial_balance,
         health::health_live, health::health_ready,

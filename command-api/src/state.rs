@@ -14,6 +14,8 @@ pub struct ApiConfig {
     /// Failed logins per username within `login_failure_window` before 429.
     pub login_failures_max: i64,
     pub login_failure_window: Duration,
+    /// A price observed longer ago than this is `stale`.
+    pub price_age_max: Duration,
 }
 
 impl Default for ApiConfig {
@@ -22,6 +24,7 @@ impl Default for ApiConfig {
             min_position_wait_max: Duration::from_secs(5),
             login_failures_max: 5,
             login_failure_window: Duration::from_secs(15 * 60),
+            price_age_max: Duration::from_secs(3600),
         }
     }
 }

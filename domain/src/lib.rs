@@ -5,7 +5,10 @@
 //! state. Business rules live in `handle`; `apply` only folds an event into state.
 
 pub mod accounts;
+pub mod listing;
 pub mod money;
+pub mod price;
+pub mod purchase;
 pub mod transfer;
 pub mod user;
 pub mod wallet;

@@ -129,7 +129,7 @@ fn hold_and_status_commands() -> impl Strategy<Value = WalletCommand> {
             |(hold_id, amount, expires_at)| WalletCommand::PlaceHold { hold_id, amount, expires_at }
         ),
         4 => (some_id(Kind::Hold), some_id(Kind::Capture), capture_amount()).prop_map(
-            |(hold_id, capture_id, amount)| WalletCommand::CaptureHold { hold_id, capture_id, amount }
+            |(hold_id, capture_id, amount)| WalletCommand::CaptureHold { hold_id, capture_id, amount, fee: None }
         ),
         1 => some_id(Kind::Hold).prop_map(|hold_id| WalletCommand::ReleaseHold { hold_id }),
         2 => (some_id(Kind::Hold), time())
@@ -325,8 +325,8 @@ fn a_sequence_touching_every_event_keeps_the_invariants() {
         },
         WalletCommand::PlaceHold { hold_id: h0, amount: eur(20_000), expires_at: Some(t(5)) },
         WalletCommand::PlaceHold { hold_id: h1, amount: eur(3_000), expires_at: Some(t(5)) },
-        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 0), amount: eur(5_000) },
-        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 0), amount: eur(5_000) },
+        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 0), amount: eur(5_000), fee: None },
+        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 0), amount: eur(5_000), fee: None },
         WalletCommand::Freeze { reason: "review".into() },
         WalletCommand::RequestWithdrawal {
             withdrawal_id: w0,
@@ -337,7 +337,7 @@ fn a_sequence_touching_every_event_keeps_the_invariants() {
         },
         WalletCommand::Unfreeze,
         WalletCommand::ExpireHold { hold_id: h1, now: t(6) },
-        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 1), amount: eur(15_000) },
+        WalletCommand::CaptureHold { hold_id: h0, capture_id: id(Kind::Capture, 1), amount: eur(15_000), fee: None },
         WalletCommand::PlaceHold { hold_id: h0, amount: eur(1_000), expires_at: None },
         WalletCommand::ReleaseHold { hold_id: h0 },
     ];

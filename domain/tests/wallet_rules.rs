@@ -106,7 +106,7 @@ fn place(hold_id: Uuid, amount: &str, expires_at: Option<DateTime<Utc>>) -> Wall
 }
 
 fn capture(hold_id: Uuid, capture_id: Uuid, amount: &str) -> WalletCommand {
-    WalletCommand::CaptureHold { hold_id, capture_id, amount: eur(amount) }
+    WalletCommand::CaptureHold { hold_id, capture_id, amount: eur(amount), fee: None }
 }
 
 fn release(hold_id: Uuid) -> WalletCommand {
@@ -198,6 +198,7 @@ fn hold_captured(
         hold_id,
         capture_id,
         amount: eur(amount),
+        fee: None,
         counter_account: SystemAccount::Transit,
         balance_after: dec(balance_after),
         hold_remaining: dec(hold_remaining),

@@ -73,6 +73,9 @@ pub struct ServeSettings {
     /// Longest `?min_position=` wait, in milliseconds.
     #[arg(long, env = "ECOLEDGER_MIN_POSITION_WAIT_MS", default_value_t = 5000)]
     pub min_position_wait_ms: u64,
+    /// A price observed longer ago than this many seconds is shown `stale`.
+    #[arg(long, env = "ECOLEDGER_PRICE_MAX_AGE_SECS", default_value_t = 3600)]
+    pub price_max_age_secs: u64,
     /// Components to run, comma-separated: api, relay, projections, sagas (default all).
     #[arg(long, env = "ECOLEDGER_COMPONENTS", value_delimiter = ',', default_value = "api,relay,projections,sagas")]
     pub components: Vec<Component>,
@@ -93,6 +96,7 @@ impl ServeSettings {
             min_position_wait_max: Duration::from_millis(self.min_position_wait_ms),
             login_failures_max: self.login_failures_max,
             login_failure_window: Duration::from_secs(self.login_failure_window_secs),
+            price_age_max: Duration::from_secs(self.price_max_age_secs),
         }
     }
 

@@ -42,6 +42,18 @@ impl Snapshotted for domain::transfer::Transfer {
     const SNAPSHOT_VERSION: i32 = 1;
 }
 
+impl Snapshotted for domain::listing::Listing {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
+impl Snapshotted for domain::purchase::Purchase {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
+impl Snapshotted for domain::price::PriceFeed {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
 /// An aggregate as loaded: its state, the stream's head, and where its snapshot stands.
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {

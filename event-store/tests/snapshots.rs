@@ -151,6 +151,7 @@ fn command_for(step: &Step, holds: &mut Vec<Uuid>) -> WalletCommand {
             hold_id: holds.first().copied().unwrap_or_else(Uuid::new_v4),
             capture_id: Uuid::new_v4(),
             amount: cents(*v),
+            fee: None,
         },
         Step::ReleaseOldestHold => {
             let hold_id = if holds.is_empty() { Uuid::new_v4() } else { holds.remove(0) };

@@ -5,6 +5,7 @@
 mod audit;
 mod checkpoint;
 mod journal;
+mod prices;
 mod replay;
 mod runner;
 mod system_accounts;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(transfers::Transfers),
         Arc::new(audit::AuditEvents),
         Arc::new(journal::Journal),
+        Arc::new(prices::Prices),
     ]
 }
 

@@ -68,6 +68,10 @@ fn entry_of(event: &WalletEvent) -> Option<(Uuid, &'static str, Decimal)> {
         WalletEvent::TransferReturned { transfer_id, balance_after, .. } => {
             Some((*transfer_id, "transfer_returned", *balance_after))
         }
+        WalletEvent::PurchaseCredited { purchase_id, currency, balance_after, .. } => {
+            let kind = if *currency == domain::Currency::Carbon { "credits_received" } else { "sale_proceeds" };
+            Some((*purchase_id, kind, *balance_after))
+        }
         _ => None,
     }
 }

@@ -73,10 +73,13 @@ fn change_of(event: &WalletEvent) -> Option<Change> {
         | WalletEvent::TransactionReversed { balance_after, .. }
         | WalletEvent::TransferDebited { balance_after, .. }
         | WalletEvent::TransferCredited { balance_after, .. }
-        | WalletEvent::TransferReturned { balance_after, .. } => Some(balance(*balance_after)),
+        | WalletEvent::TransferReturned { balance_after, .. }
+        | WalletEvent::PurchaseCredited { balance_after, .. } => Some(balance(*balance_after)),
+        WalletEvent::HoldResized { held_delta, .. } => Some(held(*held_delta)),
         WalletEvent::HoldPlaced { amount, .. } => Some(held(amount.value())),
-        WalletEvent::HoldCaptured { amount, balance_after, .. } => {
-            Some(Change { balance: Some(*balance_after), held_delta: -amount.value(), frozen: None })
+        WalletEvent::HoldCaptured { amount, fee, balance_after, .. } => {
+            let captured = amount.value() + fee.map_or(Decimal::ZERO, |fee| fee.value());
+            Some(Change { balance: Some(*balance_after), held_delta: -captured, frozen: None })
         }
         WalletEvent::HoldReleased { amount, .. } | WalletEvent::HoldExpired { amount, .. } => Some(held(-*amount)),
         WalletEvent::WalletFrozen { .. } => Some(frozen(true)),

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod prices;
 pub mod reports;
 pub mod transactions;
 pub mod transfers;
@@ -39,6 +40,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/transactions/{id}/reversal", post(transactions::transactions_reverse))
         .route("/api/v1/transfers", post(transfers::transfers_create))
         .route("/api/v1/transfers/{id}", get(transfers::transfers_get))
+        .route("/api/v1/prices", post(prices::prices_create).get(prices::prices_list))
         .route("/api/v1/audit/events", get(audit::audit_events))
         .route("/api/v1/audit/verify", get(audit::audit_verify))
         .route("/api/v1/audit/security", get(audit::audit_security))

@@ -215,8 +215,30 @@ impl Wallet {
                 self.check_debit(amount.value())?;
                 Ok(vec![WalletEvent::HoldPlaced { hold_id, amount, expires_at }])
             }
-            WalletCommand::CaptureHold { hold_id, capture_id, amount } => {
-                self.decide_capture(hold_id, capture_id, amount)
+            WalletCommand::CaptureHold { hold_id, capture_id, amount, fee } => {
+                self.decide_capture(hold_id, capture_id, amount, fee)
+            }
+            WalletCommand::ResizeHold { hold_id, remaining } => {
+                self.identity()?;
+                let hold = self.holds.get(&hold_id).ok_or(WalletError::HoldNotFound)?;
+                if remaining < Decimal::ZERO {
+                    return Err(WalletError::Amount(crate::AmountError::NotPositive));
+                }
+                let held_delta = remaining - hold.remaining;
+                if held_delta > Decimal::ZERO {
+                    self.check_debit(held_delta)?;
+                }
+                Ok(vec![WalletEvent::HoldResized { hold_id, remaining, held_delta }])
+            }
+            WalletCommand::CreditPurchase { purchase_id, amount, currency } => {
+                self.check_currency(currency)?;
+                Ok(vec![WalletEvent::PurchaseCredited {
+                    currency,
+                    purchase_id,
+                    amount,
+                    counter_account: SystemAccount::Transit,
+                    balance_after: self.credited(amount.value())?,
+                }])
             }
             WalletCommand::ReleaseHold { hold_id } => {
                 self.identity()?;
@@ -245,12 +267,19 @@ impl Wallet {
         Amount::new(*amount, identity.currency).map_err(WalletError::Amount)
     }
 
-    fn decide_capture(&self, hold_id: Uuid, capture_id: Uuid, amount: Amount) -> Result<Vec<WalletEvent>, WalletError> {
+    fn decide_capture(
+        &self,
+        hold_id: Uuid,
+        capture_id: Uuid,
+        amount: Amount,
+        fee: Option<Amount>,
+    ) -> Result<Vec<WalletEvent>, WalletError> {
         let currency = self.identity()?.currency;
         let hold = self.holds.get(&hold_id).ok_or(WalletError::HoldNotFound)?;
+        let total = amount.value() + fee.map_or(Decimal::ZERO, Amount::value);
         if let Some(captured) = hold.captures.get(&capture_id) {
             // The same capture again is a no-op; another amount under the same id is a conflict.
-            if *captured == amount.value() {
+            if *captured == total {
                 return Ok(vec![]);
             }
             return Err(WalletError::CaptureExistsWithDifferentAmount);
@@ -258,7 +287,7 @@ impl Wallet {
         if self.frozen {
             return Err(WalletError::Frozen);
         }
-        if amount.value() > hold.remaining {
+        if total > hold.remaining {
             return Err(WalletError::CaptureExceedsHold);
         }
         Ok(vec![WalletEvent::HoldCaptured {
@@ -266,9 +295,10 @@ impl Wallet {
             hold_id,
             capture_id,
             amount,
+            fee,
             counter_account: SystemAccount::Transit,
-            balance_after: self.balance - amount.value(),
-            hold_remaining: hold.remaining - amount.value(),
+            balance_after: self.balance - total,
+            hold_remaining: hold.remaining - total,
         }])
     }
 
@@ -307,7 +337,8 @@ impl Aggregate for Wallet {
             | WalletEvent::TransactionReversed { balance_after, .. }
             | WalletEvent::TransferDebited { balance_after, .. }
             | WalletEvent::TransferCredited { balance_after, .. }
-            | WalletEvent::TransferReturned { balance_after, .. } => {
+            | WalletEvent::TransferReturned { balance_after, .. }
+            | WalletEvent::PurchaseCredited { balance_after, .. } => {
                 self.balance = balance_after;
             }
             WalletEvent::WithdrawalRequested { withdrawal_id, amount, balance_after, .. } => {
@@ -321,6 +352,12 @@ impl Aggregate for Wallet {
                 self.balance = balance_after;
                 self.pending_withdrawals.remove(&withdrawal_id);
             }
+            WalletEvent::HoldResized { hold_id, remaining, held_delta } => {
+                self.held += held_delta;
+                if let Some(hold) = self.holds.get_mut(&hold_id) {
+                    hold.remaining = remaining;
+                }
+            }
             WalletEvent::WalletFrozen { .. } => self.frozen = true,
             WalletEvent::WalletUnfrozen {} => self.frozen = false,
             WalletEvent::HoldPlaced { hold_id, amount, expires_at } => {
@@ -328,14 +365,15 @@ impl Aggregate for Wallet {
                 let hold = Hold { remaining: amount.value(), expires_at, captures: BTreeMap::new() };
                 self.holds.insert(hold_id, hold);
             }
-            WalletEvent::HoldCaptured { hold_id, capture_id, amount, balance_after, hold_remaining, .. } => {
+            WalletEvent::HoldCaptured { hold_id, capture_id, amount, fee, balance_after, hold_remaining, .. } => {
+                let total = amount.value() + fee.map_or(Decimal::ZERO, Amount::value);
                 self.balance = balance_after;
-                self.held -= amount.value();
+                self.held -= total;
                 // A fully captured hold stays (remaining zero) until released, so a repeated
                 // capture still finds its id and answers as a no-op.
                 if let Some(hold) = self.holds.get_mut(&hold_id) {
                     hold.remaining = hold_remaining;
-                    hold.captures.insert(capture_id, amount.value());
+                    hold.captures.insert(capture_id, total);
                 }
             }
             WalletEvent::HoldReleased { hold_id, .. } | WalletEvent::HoldExpired { hold_id, .. } => {

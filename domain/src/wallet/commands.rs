@@ -1,6 +1,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use rust_decimal::Decimal;
+
 use super::events::ReversalDirection;
 use crate::money::{Amount, Currency};
 
@@ -75,12 +77,13 @@ pub enum WalletCommand {
         amount: Amount,
         expires_at: Option<DateTime<Utc>>,
     },
-    /// Moves part of a hold into `transit`, keyed by `capture_id` (a purchase id).
-    CaptureHold {
-        hold_id: Uuid,
-        capture_id: Uuid,
-        amount: Amount,
-    },
+    /// Moves part of a hold into `transit`, and an optional fee into `fees`, keyed by
+    /// `capture_id` (a purchase id).
+    CaptureHold { hold_id: Uuid, capture_id: Uuid, amount: Amount, fee: Option<Amount> },
+    /// Sets what a hold still holds (a listing's quantity changed); growing it needs funds.
+    ResizeHold { hold_id: Uuid, remaining: Decimal },
+    /// A purchase settles: `transit` → this wallet (the seller's proceeds, the buyer's credits).
+    CreditPurchase { purchase_id: Uuid, amount: Amount, currency: Currency },
     ReleaseHold {
         hold_id: Uuid,
     },

@@ -91,6 +91,20 @@ pub enum WalletEvent {
         counter_account: SystemAccount,
         balance_after: Decimal,
     },
+    /// A purchase settled into this wallet from `transit`.
+    PurchaseCredited {
+        currency: Currency,
+        purchase_id: Uuid,
+        amount: Amount,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    HoldResized {
+        hold_id: Uuid,
+        remaining: Decimal,
+        /// Change of the wallet's `held`.
+        held_delta: Decimal,
+    },
     WalletFrozen {
         reason: String,
     },
@@ -105,6 +119,8 @@ pub enum WalletEvent {
         hold_id: Uuid,
         capture_id: Uuid,
         amount: Amount,
+        /// A fee captured with it into `fees` (purchases).
+        fee: Option<Amount>,
         counter_account: SystemAccount,
         balance_after: Decimal,
         hold_remaining: Decimal,
@@ -131,6 +147,8 @@ impl DomainEvent for WalletEvent {
             WalletEvent::TransferDebited { .. } => "TransferDebited",
             WalletEvent::TransferCredited { .. } => "TransferCredited",
             WalletEvent::TransferReturned { .. } => "TransferReturned",
+            WalletEvent::PurchaseCredited { .. } => "PurchaseCredited",
+            WalletEvent::HoldResized { .. } => "HoldResized",
             WalletEvent::WalletFrozen { .. } => "WalletFrozen",
             WalletEvent::WalletUnfrozen { .. } => "WalletUnfrozen",
             WalletEvent::HoldPlaced { .. } => "HoldPlaced",
@@ -158,6 +176,7 @@ impl WalletEvent {
             | WalletEvent::TransferDebited { currency, .. }
             | WalletEvent::TransferCredited { currency, .. }
             | WalletEvent::TransferReturned { currency, .. }
+            | WalletEvent::PurchaseCredited { currency, .. }
             | WalletEvent::HoldCaptured { currency, .. } => Some(*currency),
             _ => None,
         }
@@ -172,13 +191,20 @@ impl WalletEvent {
         match self {
             WalletEvent::Deposited { amount, counter_account, .. }
             | WalletEvent::TransferCredited { amount, counter_account, .. }
-            | WalletEvent::TransferReturned { amount, counter_account, .. } => {
+            | WalletEvent::TransferReturned { amount, counter_account, .. }
+            | WalletEvent::PurchaseCredited { amount, counter_account, .. } => {
                 vec![posting(system(*counter_account), wallet, amount.value())]
             }
             WalletEvent::WithdrawalRequested { amount, counter_account, .. }
-            | WalletEvent::TransferDebited { amount, counter_account, .. }
-            | WalletEvent::HoldCaptured { amount, counter_account, .. } => {
+            | WalletEvent::TransferDebited { amount, counter_account, .. } => {
                 vec![posting(wallet, system(*counter_account), amount.value())]
+            }
+            WalletEvent::HoldCaptured { amount, fee, counter_account, .. } => {
+                let mut postings = vec![posting(wallet, system(*counter_account), amount.value())];
+                if let Some(fee) = fee {
+                    postings.push(posting(wallet, system(SystemAccount::Fees), fee.value()));
+                }
+                postings
             }
             WalletEvent::WithdrawalCompleted { amount, .. } => {
                 vec![posting(system(SystemAccount::Transit), system(SystemAccount::External), amount.value())]
@@ -198,6 +224,7 @@ impl WalletEvent {
             | WalletEvent::WalletFrozen { .. }
             | WalletEvent::WalletUnfrozen { .. }
             | WalletEvent::HoldPlaced { .. }
+            | WalletEvent::HoldResized { .. }
             | WalletEvent::HoldReleased { .. }
             | WalletEvent::HoldExpired { .. } => vec![],
         }

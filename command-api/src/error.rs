@@ -217,6 +217,28 @@ impl From<domain::transfer::TransferError> for ApiError {
     }
 }
 
+impl From<domain::listing::ListingError> for ApiError {
+    fn from(error: domain::listing::ListingError) -> ApiError {
+        use domain::listing::ListingError::*;
+        let status = match error {
+            NotFound | ReservationNotFound => StatusCode::NOT_FOUND,
+            AlreadyExists | ReservationExists => StatusCode::CONFLICT,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<domain::purchase::PurchaseError> for ApiError {
+    fn from(error: domain::purchase::PurchaseError) -> ApiError {
+        let status = match error {
+            domain::purchase::PurchaseError::NotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
 impl From<domain::user::UserError> for ApiError {
     fn from(error: domain::user::UserError) -> ApiError {
         user_rejection(error)

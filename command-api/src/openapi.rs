@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, health, reports, transactions, transfers, users, wallets};
+use crate::routes::{audit, auth, health, listings, purchases, reports, transactions, transfers, users, wallets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,13 +19,16 @@ use crate::routes::{audit, auth, health, reports, transactions, transfers, users
         wallets::withdrawals_complete, wallets::withdrawals_fail, wallets::wallets_freeze, wallets::wallets_unfreeze,
         transactions::transactions_get, transactions::transactions_list, transactions::transactions_reverse,
         transfers::transfers_create, transfers::transfers_get,
+        listings::announcements_create, listings::announcements_list, listings::announcements_get,
+        listings::announcements_update, listings::announcements_cancel,
+        purchases::purchases_create, purchases::purchases_get,
         crate::routes::prices::prices_create, crate::routes::prices::prices_list,
         audit::audit_events, audit::audit_verify, audit::audit_security,
         reports::reports_trial_balance,
         health::health_live, health::health_ready,
     ),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "audit"), (name = "reports"), (name = "health"))
+    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "audit"), (name = "reports"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -16,6 +16,8 @@ pub struct ApiConfig {
     pub login_failure_window: Duration,
     /// A price observed longer ago than this is `stale`.
     pub price_age_max: Duration,
+    /// Platform fee on purchases, in basis points of the subtotal.
+    pub fee_bps: u32,
 }
 
 impl Default for ApiConfig {
@@ -25,6 +27,7 @@ impl Default for ApiConfig {
             login_failures_max: 5,
             login_failure_window: Duration::from_secs(15 * 60),
             price_age_max: Duration::from_secs(3600),
+            fee_bps: 100,
         }
     }
 }

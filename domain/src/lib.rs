@@ -16,5 +16,28 @@ pub mod wallet;
 pub use accounts::{Posting, SystemAccount};
 pub use money::{Amount, AmountError, Currency};
 
+/// A rejection named after the rule it enforces: its code is the API's error code.
+pub trait Rejection {
+    fn code(&self) -> &'static str;
+}
+
+macro_rules! rejection {
+    ($($error:ty),*) => {$(
+        impl Rejection for $error {
+            fn code(&self) -> &'static str {
+                <$error>::code(self)
+            }
+        }
+    )*};
+}
+
+rejection!(
+    wallet::WalletError,
+    user::UserError,
+    transfer::TransferError,
+    listing::ListingError,
+    purchase::PurchaseError
+);
+
 /// The version every event type is written with today. Older versions are upcast on load.
 pub const EVENT_VERSION: &str = "1";

@@ -117,7 +117,7 @@ pub enum PriceError {
 
 impl PriceError {
     /// The stable machine-readable code the API answers with.
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             PriceError::Malformed => "price_malformed",
             PriceError::NotPositive => "price_not_positive",
@@ -153,7 +153,9 @@ pub fn parse_price(text: &str) -> Result<Decimal, PriceError> {
     }
     let decimals = fraction.map_or(0, |f| f.trim_end_matches('0').len());
     // 13 digits is already above the largest price: reject before any arithmetic.
-    if text.len() > PRICE_TEXT_LEN_MAX || decimals > PRICE_DECIMALS_MAX as usize || whole.trim_start_matches('0').len() > 13
+    if text.len() > PRICE_TEXT_LEN_MAX
+        || decimals > PRICE_DECIMALS_MAX as usize
+        || whole.trim_start_matches('0').len() > 13
     {
         return Err(PriceError::OutOfRange);
     }
@@ -344,7 +346,11 @@ mod tests {
         };
         let cases: Vec<Case> = vec![
             (vec![], record("71.25", "manual", 9), Ok(vec![observed("71.25", "manual", 9)])),
-            (vec![], record("0.000000000000000001", "manual", 9), Ok(vec![observed("0.000000000000000001", "manual", 9)])),
+            (
+                vec![],
+                record("0.000000000000000001", "manual", 9),
+                Ok(vec![observed("0.000000000000000001", "manual", 9)]),
+            ),
             (vec![], record("1000000000000", "manual", 9), Ok(vec![observed("1000000000000", "manual", 9)])),
             (vec![], record("0", "manual", 9), Err(NotPositive)),
             (vec![], record("-1", "manual", 9), Err(NotPositive)),
@@ -395,7 +401,9 @@ mod tests {
 
     #[test]
     fn latest_is_the_newest_observation_and_ties_keep_the_first() {
-        let cases: Vec<(Vec<PriceFeedEvent>, Option<(&str, &str, i64)>)> = vec![
+        /// Given these events, the latest is this (price, source, minute), or none.
+        type LatestCase = (Vec<PriceFeedEvent>, Option<(&'static str, &'static str, i64)>);
+        let cases: Vec<LatestCase> = vec![
             (vec![], None),
             (vec![observed("71", "manual", 9)], Some(("71", "manual", 9))),
             (vec![observed("71", "manual", 9), observed("72", "manual", 10)], Some(("72", "manual", 10))),
@@ -468,6 +476,27 @@ mod tests {
         assert_eq!(format_price(dec("71.250"), Currency::Eur), "71.25");
         assert_eq!(format_price(dec("0.0421"), Currency::Usd), "0.0421");
         assert_eq!(format_price(dec("0.05"), Currency::Eth), "0.050000000000000000");
+    }
+
+    #[test]
+    fn error_codes_are_distinct() {
+        use PriceError::*;
+        let errors = [
+            Malformed,
+            NotPositive,
+            OutOfRange,
+            ObservedInFuture,
+            Exists,
+            BaseNotSupported,
+            PairInvalid,
+            IndexInvalid,
+            SourceInvalid,
+            FeedMismatch,
+        ];
+        let mut codes: Vec<&str> = errors.iter().map(PriceError::code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len());
     }
 
     #[test]

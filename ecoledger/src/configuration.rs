@@ -74,6 +74,9 @@ pub struct ServeSettings {
     #[arg(long, env = "ECOLEDGER_MIN_POSITION_WAIT_MS", default_value_t = 5000)]
     pub min_position_wait_ms: u64,
     /// A price observed longer ago than this many seconds is shown `stale`.
+    /// Platform fee on purchases, in basis points of the subtotal (100 = 1 %).
+    #[arg(long, env = "ECOLEDGER_FEE_BPS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub fee_bps: u32,
     #[arg(long, env = "ECOLEDGER_PRICE_MAX_AGE_SECS", default_value_t = 3600)]
     pub price_max_age_secs: u64,
     /// Components to run, comma-separated: api, relay, projections, sagas (default all).
@@ -97,6 +100,7 @@ impl ServeSettings {
             login_failures_max: self.login_failures_max,
             login_failure_window: Duration::from_secs(self.login_failure_window_secs),
             price_age_max: Duration::from_secs(self.price_max_age_secs),
+            fee_bps: self.fee_bps,
         }
     }
 

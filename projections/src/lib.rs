@@ -5,7 +5,9 @@
 mod audit;
 mod checkpoint;
 mod journal;
+mod listings;
 mod prices;
+mod purchases;
 mod replay;
 mod runner;
 mod system_accounts;
@@ -47,6 +49,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(system_accounts::SystemAccounts),
         Arc::new(transactions::Transactions),
         Arc::new(transfers::Transfers),
+        Arc::new(listings::Listings),
+        Arc::new(purchases::Purchases),
         Arc::new(audit::AuditEvents),
         Arc::new(journal::Journal),
         Arc::new(prices::Prices),
@@ -78,6 +82,22 @@ pub(crate) fn transfer_event(event: &RecordedEvent) -> Result<Option<domain::tra
         return Ok(None);
     }
     event_store::store::decode_event::<domain::transfer::Transfer>(event).map(Some)
+}
+
+/// Decodes a listing event, or `None` for other aggregates.
+pub(crate) fn listing_event(event: &RecordedEvent) -> Result<Option<domain::listing::ListingEvent>, StoreError> {
+    if event.aggregate_type != <domain::listing::Listing as cqrs_es::Aggregate>::TYPE {
+        return Ok(None);
+    }
+    event_store::store::decode_event::<domain::listing::Listing>(event).map(Some)
+}
+
+/// Decodes a purchase event, or `None` for other aggregates.
+pub(crate) fn purchase_event(event: &RecordedEvent) -> Result<Option<domain::purchase::PurchaseEvent>, StoreError> {
+    if event.aggregate_type != <domain::purchase::Purchase as cqrs_es::Aggregate>::TYPE {
+        return Ok(None);
+    }
+    event_store::store::decode_event::<domain::purchase::Purchase>(event).map(Some)
 }
 
 /// Decodes a user event, or `None` for other aggregates.

@@ -1,5 +1,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::purchase::PurchaseEvent;
 use domain::transfer::TransferEvent;
 use domain::wallet::WalletEvent;
 use domain::{Amount, Currency};
@@ -7,7 +8,7 @@ use event_store::{RecordedEvent, StoreError};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{occurred_at, stream_uuid, transfer_event, wallet_event, Projection};
+use crate::{occurred_at, purchase_event, stream_uuid, transfer_event, wallet_event, Projection};
 
 /// `rm_transactions`: one history as the owner sees it: deposits, withdrawals, reversals and
 /// both sides of transfers.
@@ -101,6 +102,9 @@ impl Projection for Transactions {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
+        if let Some(purchase) = purchase_event(event)? {
+            return apply_purchase(conn, &purchase, occurred_at(event)?, event.position).await;
+        }
         if let Some(transfer) = transfer_event(event)? {
             let at = occurred_at(event)?;
             return match transfer {
@@ -159,6 +163,31 @@ impl Projection for Transactions {
                 Line::new(*transfer_id, "transfer_in", wallet, *currency, amount).insert(conn, at, position).await
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// A purchase is the buyer's `purchase` line (the total) and the seller's `sale` line (the
+/// subtotal), pending until it settles.
+async fn apply_purchase(
+    conn: &mut PgConnection,
+    event: &PurchaseEvent,
+    at: DateTime<Utc>,
+    position: i64,
+) -> Result<(), StoreError> {
+    match event {
+        PurchaseEvent::PurchaseInitiated(terms) => {
+            let id = terms.purchase_id;
+            let buyer = Line::new(id, "purchase", terms.buyer_cash_wallet_id, terms.currency, &terms.total);
+            Line { status: "pending", ..buyer }.insert(conn, at, position).await?;
+            let seller = Line::new(id, "sale", terms.seller_cash_wallet_id, terms.currency, &terms.subtotal);
+            Line { status: "pending", ..seller }.insert(conn, at, position).await
+        }
+        PurchaseEvent::PurchaseCompleted(terms) => {
+            settle(conn, terms.purchase_id, "completed", None, at, position).await
+        }
+        PurchaseEvent::PurchaseFailed { terms, reason } => {
+            settle(conn, terms.purchase_id, "failed", Some(reason), at, position).await
         }
     }
 }

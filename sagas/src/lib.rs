@@ -6,8 +6,14 @@
 //! aggregates make it happen once: a crash, a retry or two workers on one saga never repeat a
 //! posting.
 
+mod listing_expiry;
+mod purchase;
+mod step;
 mod transfer;
 mod worker;
 
+pub use listing_expiry::{ListingExpirySaga, LISTING_EXPIRY_SAGA};
+pub use purchase::{PurchaseSaga, PURCHASE_SAGA};
+pub use step::StepResult;
 pub use transfer::{TransferSaga, TRANSFER_SAGA};
 pub use worker::SagaWorker;

@@ -3,13 +3,13 @@
 
 use domain::transfer::{Transfer, TransferCommand, TransferError, TransferParties};
 use domain::wallet::{Wallet, WalletCommand};
-use event_store::{Begun, CommandContext, Outcome, Store, StoreError, UnitOfWork};
+use event_store::{Store, StoreError};
+
+use crate::step::{begin_step, finish, mark, StepResult};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub const TRANSFER_SAGA: &str = "transfer";
-/// Namespace of saga step command ids: UUIDv5(saga id, step, attempt).
-const STEP_NAMESPACE: Uuid = Uuid::from_u128(0x5a6a_0001_7e55_4e3a_9c1f_2b0d_6d8e_4f21);
 
 /// The saga row's payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,27 +17,10 @@ pub struct TransferSaga {
     pub parties: TransferParties,
 }
 
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepResult {
-    Completed,
-    Failed,
-    /// Another worker (or an earlier attempt) already settled the transfer.
-    AlreadySettled,
-}
-
 /// Runs the settling step of the transfer saga `saga_id`, attempt `attempt`.
 pub async fn settle(store: &Store, saga_id: Uuid, saga: &TransferSaga, attempt: i32) -> Result<StepResult, StoreError> {
     let parties = &saga.parties;
-    let context = CommandContext {
-        command_id: Uuid::new_v5(&STEP_NAMESPACE, format!("{saga_id}/settle/{attempt}").as_bytes()),
-        correlation_id: saga_id,
-        causation_id: Some(saga_id),
-        ..CommandContext::new(format!("saga:{TRANSFER_SAGA}"))
-    };
-    let Begun::Fresh(mut uow) = store.begin(context, None).await? else {
-        unreachable!("a step without an idempotency key is always fresh")
-    };
+    let mut uow = begin_step(store, TRANSFER_SAGA, saga_id, "settle", attempt).await?;
     let credit = WalletCommand::CreditFromTransfer {
         transfer_id: parties.transfer_id,
         from_wallet_id: parties.from_wallet_id,
@@ -73,28 +56,6 @@ pub async fn settle(store: &Store, saga_id: Uuid, saga: &TransferSaga, attempt: 
         }
         Err(error) => return Err(StoreError::corrupt(format!("transfer {saga_id}: {error}"))),
     }
-    finish(*uow, saga_id, if result == StepResult::Completed { "completed" } else { "failed" }).await?;
+    finish(uow, saga_id, if result == StepResult::Completed { "completed" } else { "failed" }).await?;
     Ok(result)
-}
-
-/// Commits the step together with the saga row's new status.
-async fn finish(mut uow: UnitOfWork, saga_id: Uuid, status: &'static str) -> Result<(), StoreError> {
-    use sqlx::Arguments;
-    let mut arguments = sqlx::postgres::PgArguments::default();
-    arguments.add(saga_id).and_then(|_| arguments.add(status)).map_err(StoreError::corrupt)?;
-    uow.stage_statement(
-        "UPDATE sagas SET status = $2, last_error = NULL, updated_at = now() WHERE saga_id = $1",
-        arguments,
-    );
-    uow.commit(|_| Outcome::new(200, serde_json::Value::Null)).await?;
-    Ok(())
-}
-
-async fn mark(store: &Store, saga_id: Uuid, status: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sagas SET status = $2, updated_at = now() WHERE saga_id = $1 AND status = 'pending'")
-        .bind(saga_id)
-        .bind(status)
-        .execute(store.pool())
-        .await?;
-    Ok(())
 }

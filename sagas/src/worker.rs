@@ -8,6 +8,8 @@ use sqlx::postgres::PgListener;
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::listing_expiry::{self, ListingExpirySaga, LISTING_EXPIRY_SAGA};
+use crate::purchase::{self, PurchaseSaga, PURCHASE_SAGA};
 use crate::transfer::{self, TransferSaga, TRANSFER_SAGA};
 
 /// Sagas leased per sweep.
@@ -99,12 +101,21 @@ impl SagaWorker {
     }
 
     async fn step(&self, saga: Due) {
+        let (store, id, attempt) = (&self.store, saga.saga_id, saga.attempts);
         let result = match saga.kind.as_str() {
-            TRANSFER_SAGA => match serde_json::from_value::<TransferSaga>(saga.payload.clone()) {
-                Ok(payload) => transfer::settle(&self.store, saga.saga_id, &payload, saga.attempts).await.map(|_| ()),
-                Err(error) => Err(StoreError::corrupt(format!("saga {}: unreadable payload: {error}", saga.saga_id))),
+            TRANSFER_SAGA => match payload::<TransferSaga>(&saga) {
+                Ok(payload) => transfer::settle(store, id, &payload, attempt).await.map(|_| ()),
+                Err(error) => Err(error),
             },
-            other => Err(StoreError::corrupt(format!("saga {}: unknown kind {other}", saga.saga_id))),
+            PURCHASE_SAGA => match payload::<PurchaseSaga>(&saga) {
+                Ok(payload) => purchase::settle(store, id, &payload, attempt).await.map(|_| ()),
+                Err(error) => Err(error),
+            },
+            LISTING_EXPIRY_SAGA => match payload::<ListingExpirySaga>(&saga) {
+                Ok(payload) => listing_expiry::expire(store, id, &payload, attempt).await.map(|_| ()),
+                Err(error) => Err(error),
+            },
+            other => Err(StoreError::corrupt(format!("saga {id}: unknown kind {other}"))),
         };
         if let Err(error) = result {
             tracing::warn!(%error, saga_id = %saga.saga_id, attempt = saga.attempts, "saga step failed; will retry");
@@ -129,4 +140,10 @@ impl SagaWorker {
             tracing::warn!(%error, saga_id = %saga.saga_id, "retry not scheduled; the lease will offer it again");
         }
     }
+}
+
+/// A saga row's payload as its kind's type.
+fn payload<T: serde::de::DeserializeOwned>(saga: &Due) -> Result<T, StoreError> {
+    serde_json::from_value(saga.payload.clone())
+        .map_err(|error| StoreError::corrupt(format!("saga {}: unreadable payload: {error}", saga.saga_id)))
 }

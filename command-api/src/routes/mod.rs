@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod listings;
 pub mod prices;
+pub mod purchases;
 pub mod reports;
 pub mod transactions;
 pub mod transfers;
@@ -38,6 +40,15 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/transactions", get(transactions::transactions_list))
         .route("/api/v1/transactions/{id}", get(transactions::transactions_get))
         .route("/api/v1/transactions/{id}/reversal", post(transactions::transactions_reverse))
+        .route("/api/v1/announcements", post(listings::announcements_create).get(listings::announcements_list))
+        .route(
+            "/api/v1/announcements/{id}",
+            get(listings::announcements_get)
+                .patch(listings::announcements_update)
+                .delete(listings::announcements_cancel),
+        )
+        .route("/api/v1/purchases", post(purchases::purchases_create))
+        .route("/api/v1/purchases/{id}", get(purchases::purchases_get))
         .route("/api/v1/transfers", post(transfers::transfers_create))
         .route("/api/v1/transfers/{id}", get(transfers::transfers_get))
         .route("/api/v1/prices", post(prices::prices_create).get(prices::prices_list))

@@ -74,13 +74,30 @@ pub enum ListingCommand {
 #[serde(deny_unknown_fields)]
 pub enum ListingEvent {
     ListingCreated(ListingTerms),
-    QuantityReserved { purchase_id: Uuid, quantity: Amount },
-    SaleConfirmed { purchase_id: Uuid, quantity: Amount },
-    ReservationReleased { purchase_id: Uuid, quantity: Amount, reason: String },
-    ListingUpdated { unit_price: Option<Amount>, quantity: Amount },
+    QuantityReserved {
+        purchase_id: Uuid,
+        quantity: Amount,
+    },
+    SaleConfirmed {
+        purchase_id: Uuid,
+        quantity: Amount,
+    },
+    ReservationReleased {
+        purchase_id: Uuid,
+        quantity: Amount,
+        reason: String,
+    },
+    ListingUpdated {
+        unit_price: Option<Amount>,
+        quantity: Amount,
+    },
     /// `unreserved` is what the cancellation released from the seller's hold.
-    ListingCancelled { unreserved: Decimal },
-    ListingExpired { unreserved: Decimal },
+    ListingCancelled {
+        unreserved: Decimal,
+    },
+    ListingExpired {
+        unreserved: Decimal,
+    },
 }
 
 impl DomainEvent for ListingEvent {
@@ -222,7 +239,8 @@ impl Listing {
                 if unit_price.is_some() && !matches!(terms.pricing, Pricing::Fixed { .. }) {
                     return Err(ListingError::NotFixedPrice);
                 }
-                let quantity = quantity.unwrap_or(Amount::new(self.quantity, Currency::Carbon).expect("a listed quantity"));
+                let quantity =
+                    quantity.unwrap_or(Amount::new(self.quantity, Currency::Carbon).expect("a listed quantity"));
                 if quantity.value() < self.sold + self.reserved() {
                     return Err(ListingError::QuantityBelowCommitted);
                 }
@@ -242,7 +260,12 @@ impl Listing {
         }
     }
 
-    fn decide_reserve(&self, purchase_id: Uuid, quantity: Amount, now: DateTime<Utc>) -> Result<Vec<ListingEvent>, ListingError> {
+    fn decide_reserve(
+        &self,
+        purchase_id: Uuid,
+        quantity: Amount,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ListingEvent>, ListingError> {
         let terms = self.active_terms()?;
         if now >= terms.expires_at {
             return Err(ListingError::Expired);

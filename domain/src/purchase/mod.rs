@@ -38,7 +38,7 @@ pub struct PurchaseTerms {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurchaseCommand {
-    Initiate(PurchaseTerms),
+    Initiate(Box<PurchaseTerms>),
     Complete,
     Fail { reason: String },
 }
@@ -105,7 +105,7 @@ pub struct Purchase {
 impl Purchase {
     fn decide(&self, command: PurchaseCommand) -> Result<Vec<PurchaseEvent>, PurchaseError> {
         match (command, &self.terms, self.status) {
-            (PurchaseCommand::Initiate(terms), None, _) => Ok(vec![PurchaseEvent::PurchaseInitiated(terms)]),
+            (PurchaseCommand::Initiate(terms), None, _) => Ok(vec![PurchaseEvent::PurchaseInitiated(*terms)]),
             (PurchaseCommand::Initiate(_), Some(_), _) => Err(PurchaseError::AlreadyInitiated),
             (_, None, _) => Err(PurchaseError::NotFound),
             (PurchaseCommand::Complete, Some(terms), PurchaseStatus::Pending) => {
@@ -158,7 +158,12 @@ pub fn round_to(currency: Currency, value: Decimal) -> Decimal {
 /// Subtotal, fee and total of `quantity` tonnes at `unit_price`: subtotal = quantity × unit
 /// price and fee = subtotal × fee_bps / 10,000, each rounded half-even to the currency's scale.
 /// `None` on overflow.
-pub fn price_purchase(currency: Currency, quantity: Decimal, unit_price: Decimal, fee_bps: u32) -> Option<(Decimal, Decimal, Decimal)> {
+pub fn price_purchase(
+    currency: Currency,
+    quantity: Decimal,
+    unit_price: Decimal,
+    fee_bps: u32,
+) -> Option<(Decimal, Decimal, Decimal)> {
     let subtotal = round_to(currency, quantity.checked_mul(unit_price)?);
     let fee = round_to(currency, subtotal.checked_mul(Decimal::from(fee_bps))?.checked_div(Decimal::from(10_000))?);
     Some((subtotal, fee, subtotal.checked_add(fee)?))

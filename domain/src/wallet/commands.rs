@@ -79,11 +79,23 @@ pub enum WalletCommand {
     },
     /// Moves part of a hold into `transit`, and an optional fee into `fees`, keyed by
     /// `capture_id` (a purchase id).
-    CaptureHold { hold_id: Uuid, capture_id: Uuid, amount: Amount, fee: Option<Amount> },
+    CaptureHold {
+        hold_id: Uuid,
+        capture_id: Uuid,
+        amount: Amount,
+        fee: Option<Amount>,
+    },
     /// Sets what a hold still holds (a listing's quantity changed); growing it needs funds.
-    ResizeHold { hold_id: Uuid, remaining: Decimal },
+    ResizeHold {
+        hold_id: Uuid,
+        remaining: Decimal,
+    },
     /// A purchase settles: `transit` → this wallet (the seller's proceeds, the buyer's credits).
-    CreditPurchase { purchase_id: Uuid, amount: Amount, currency: Currency },
+    CreditPurchase {
+        purchase_id: Uuid,
+        amount: Amount,
+        currency: Currency,
+    },
     ReleaseHold {
         hold_id: Uuid,
     },

@@ -198,6 +198,7 @@ pub fn serve_settings(db_url: &str, prefix: &str, options: &SpawnOptions) -> Ser
         login_failure_window_secs: 900,
         min_position_wait_ms: 5000,
         price_max_age_secs: 3600,
+        fee_bps: 100,
         components: options.components.clone(),
     }
 }

@@ -57,10 +57,8 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
         tasks.push(tokio::spawn(Relay::new(store.clone(), bus.clone(), nats.clone()).run()));
     }
     if settings.runs(Component::Projections) {
-        for projection in projections::all() {
-            let projector = Projector::new(store.clone(), projection, bus.clone(), Some(nats.clone()));
-            tasks.push(tokio::spawn(projector.run()));
-        }
+        let projector = Projector::new(store.clone(), projections::all(), bus.clone(), Some(nats.clone()));
+        tasks.push(tokio::spawn(projector.run()));
     }
     if settings.runs(Component::Sagas) {
         tasks.push(tokio::spawn(sagas::SagaWorker::new(store.clone()).run()));

@@ -410,27 +410,22 @@ async fn commands_succeed_while_nats_is_down_and_are_projected_exactly_once_when
 // 2. Messages lost or reordered on the way
 // ---------------------------------------------------------------------------------------------
 
-/// Waits until every projection's durable consumer exists: they deliver only new messages.
+/// The projector's durable consumer (one for every projection).
+const PROJECTOR_CONSUMER: &str = "projections";
+
+/// Waits until the projector's durable consumer exists: it delivers only new messages.
 async fn wait_for_projection_consumers(stream: &jetstream::stream::Stream) {
-    eventually("the projectors' consumers to exist", || async {
-        for projection in projections::all() {
-            stream.consumer_info(format!("projection_{}", projection.name())).await.ok()?;
-        }
-        Some(())
+    eventually("the projector's consumer to exist", || async {
+        stream.consumer_info(PROJECTOR_CONSUMER).await.ok().map(|_| ())
     })
     .await;
 }
 
-/// Waits until every projector acknowledged every message up to `sequence`.
+/// Waits until the projector acknowledged every message up to `sequence`.
 async fn wait_for_projection_acks(stream: &jetstream::stream::Stream, sequence: u64) {
-    eventually("the projectors to acknowledge every message", || async {
-        for projection in projections::all() {
-            let info = stream.consumer_info(format!("projection_{}", projection.name())).await.ok()?;
-            if info.ack_floor.stream_sequence < sequence {
-                return None;
-            }
-        }
-        Some(())
+    eventually("the projector to acknowledge every message", || async {
+        let info = stream.consumer_info(PROJECTOR_CONSUMER).await.ok()?;
+        (info.ack_floor.stream_sequence >= sequence).then_some(())
     })
     .await;
 }

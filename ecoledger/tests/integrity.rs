@@ -269,6 +269,39 @@ async fn mix(app: &TestApp) -> Mix {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "profile: {:?}", reply.body);
 
+    // The ledger flows: a transfer, a listing, a purchase settled by their sagas, and a price.
+    let transfer =
+        json!({"from_wallet_id": alice.wallet("EUR"), "amount": "5.00", "to_username": "carol", "currency": "EUR"});
+    let reply = app.post("/api/v1/transfers", &alice.token, transfer).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "transfer: {:?}", reply.body);
+    let listing = json!({
+        "quantity": "2.000",
+        "pricing": {"kind": "fixed", "unit_price": "10.00", "currency": "EUR"},
+        "credit": {"project_id": "VCS-1", "registry": "Verra", "vintage": 2023},
+    });
+    let reply = app.post("/api/v1/announcements", &alice.token, listing).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "listing: {:?}", reply.body);
+    let order = json!({"announcement_id": reply.body["id"], "quantity": "1.000", "max_total": "20.00"});
+    let reply = app.post("/api/v1/purchases", &bob.token, order).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "purchase: {:?}", reply.body);
+    let price =
+        json!({"base": "CARBON", "quote": "EUR", "index": "EUA", "price": "71.25", "observed_at": chrono::Utc::now()});
+    let reply = app.post("/api/v1/prices", &admin.token, price).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "price: {:?}", reply.body);
+    let pool = app.db.pool.clone();
+    common::eventually("the sagas to settle", || {
+        let pool = pool.clone();
+        async move {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sagas WHERE status = 'pending' AND kind <> 'listing_expiry'")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (pending == 0).then_some(())
+        }
+    })
+    .await;
+
     Mix { admin, alice, bob, carol, first_deposit_position }
 }
 
@@ -580,10 +613,14 @@ async fn every_currency_sums_to_zero_and_wallet_balances_equal_their_entries() {
     .await
     .expect("entries");
     assert_eq!(mismatched, vec![], "wallets whose balance is not the sum of their entries");
+    // Alice: 100 - 30 paid out + 30 reversed back - 5 sent to Carol + 10 for the tonne Bob
+    // bought; Bob: 50 - 10 for the tonne - 0.10 fee (1 %).
     let expected = [
-        (mix.alice.wallet("EUR"), "100.00"),
-        (mix.alice.wallet("CARBON"), "5.000"),
-        (mix.bob.wallet("EUR"), "50.00"),
+        (mix.alice.wallet("EUR"), "105.00"),
+        (mix.alice.wallet("CARBON"), "4.000"),
+        (mix.bob.wallet("EUR"), "39.90"),
+        (mix.bob.wallet("CARBON"), "1.000"),
+        (mix.carol.wallet("EUR"), "5.00"),
         (mix.carol.wallet("USD"), "0.00"),
     ];
     for (wallet, balance) in expected {

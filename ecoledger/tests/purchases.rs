@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 async fn become_seller(app: &TestApp, user: &TestUser) {
     let body = json!({"is_seller": true, "is_buyer": true});
-    let reply = app.request(Method::PUT, &format!("/api/v1/users/{}/profile", user.id), Some(&user.token), Some(body)).await;
+    let reply =
+        app.request(Method::PUT, &format!("/api/v1/users/{}/profile", user.id), Some(&user.token), Some(body)).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
 }
 
@@ -88,7 +89,12 @@ async fn refusals_known_up_front_answer_at_once() {
         (&buyer, json!({"announcement_id": id, "quantity": "0.5", "max_total": "99"}), 422, "below_min_fill"),
         (&buyer, json!({"announcement_id": id, "quantity": "11", "max_total": "999"}), 422, "insufficient_quantity"),
         (&buyer, json!({"announcement_id": id, "quantity": "2", "max_total": "99"}), 422, "insufficient_funds"),
-        (&buyer, json!({"announcement_id": uuid::Uuid::new_v4(), "quantity": "1", "max_total": "99"}), 404, "announcement_not_found"),
+        (
+            &buyer,
+            json!({"announcement_id": uuid::Uuid::new_v4(), "quantity": "1", "max_total": "99"}),
+            404,
+            "announcement_not_found",
+        ),
     ];
     let events = app.event_count().await;
     for (who, body, status, code) in cases {

@@ -53,6 +53,8 @@ const QUIET_WINDOW: Duration = Duration::from_millis(1500);
 const QUIET_COMMITS_MAX: i64 = 60;
 /// Pause between two reads of the commit counter.
 const COMMIT_POLL: Duration = Duration::from_millis(50);
+/// Pause between two looks at the `sagas` table.
+const SAGA_POLL: Duration = Duration::from_millis(10);
 /// Schema the replay check writes into.
 const REPLAY_SCHEMA: &str = "replay_check";
 
@@ -155,12 +157,21 @@ impl Probe {
         }
     }
 
-    /// Waits until no saga is pending any more.
+    /// Waits until no saga is pending any more; at the deadline, shows the ones left.
     async fn wait_for_sagas_settled(&self) {
-        eventually("every saga to settle", || async {
-            (self.number("SELECT count(*) FROM sagas WHERE status = 'pending'").await == 0).then_some(())
-        })
-        .await;
+        let started = Instant::now();
+        while self.number("SELECT count(*) FROM sagas WHERE status = 'pending'").await > 0 {
+            if started.elapsed() >= DEADLINE {
+                let left: Vec<(Uuid, i32, Option<String>)> = sqlx::query_as(
+                    "SELECT saga_id, attempts, last_error FROM sagas WHERE status = 'pending' ORDER BY saga_id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .expect("sagas");
+                panic!("timed out waiting for every saga to settle; pending: {left:?}");
+            }
+            tokio::time::sleep(SAGA_POLL).await;
+        }
     }
 }
 
@@ -340,6 +351,8 @@ struct Accepted {
 struct RingRun {
     accepted: Vec<Accepted>,
     refused: usize,
+    /// 503 answers that the client retried with the same Idempotency-Key.
+    unavailable: usize,
     started: Instant,
 }
 
@@ -397,14 +410,14 @@ impl Ring {
         let started = Instant::now();
         let tasks = requests.into_iter().map(|(from, amount, request)| {
             tokio::spawn(async move {
-                let response = request.send().await.expect("transfer sent");
-                let status = response.status();
-                (from, amount, status, response.json::<Value>().await.unwrap_or(Value::Null))
+                let (status, body, unavailable) = send_until_answered(request).await;
+                (from, amount, status, body, unavailable)
             })
         });
-        let mut run = RingRun { accepted: Vec::new(), refused: 0, started };
+        let mut run = RingRun { accepted: Vec::new(), refused: 0, unavailable: 0, started };
         for result in futures::future::join_all(tasks).await {
-            let (from, amount, status, body) = result.expect("request task");
+            let (from, amount, status, body, unavailable) = result.expect("request task");
+            run.unavailable += unavailable;
             match (status, body["code"].as_str()) {
                 (StatusCode::ACCEPTED, _) => run.accepted.push(Accepted { id: transfer_id(&body), from, amount }),
                 (StatusCode::UNPROCESSABLE_ENTITY, Some("insufficient_funds")) => run.refused += 1,
@@ -415,6 +428,24 @@ impl Ring {
         assert!(run.refused >= overdrafts, "the {overdrafts} overdrafts were refused: {} refusals", run.refused);
         assert!(!run.accepted.is_empty(), "some ring transfers were accepted");
         run
+    }
+}
+
+/// Sends `request` with a fresh Idempotency-Key, and again with the same key while the server
+/// answers 503 (saturated: its pool wait is bounded, DESIGN.md section 4), as a client should.
+/// Returns the final status and body, and how many 503s came first.
+async fn send_until_answered(request: reqwest::RequestBuilder) -> (StatusCode, Value, usize) {
+    let request = request.header("Idempotency-Key", Uuid::new_v4().to_string());
+    let started = Instant::now();
+    let mut unavailable = 0;
+    loop {
+        let response = request.try_clone().expect("a JSON request clones").send().await.expect("transfer sent");
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        if status != StatusCode::SERVICE_UNAVAILABLE || started.elapsed() >= DEADLINE {
+            return (status, body, unavailable);
+        }
+        unavailable += 1;
     }
 }
 
@@ -454,9 +485,10 @@ async fn two_hundred_concurrent_ring_transfers_complete_once_keep_the_books_bala
     let after = probe.settled_commits().await;
     let commits = commits_between(before, after);
     println!(
-        "ring, all components: {accepted} transfers accepted, {} refused; completed end to end in {elapsed:?}: \
-         {:.0} transfers/s",
+        "ring, all components: {accepted} transfers accepted, {} refused, {} 503s retried; completed end to end in \
+         {elapsed:?}: {:.0} transfers/s",
         run.refused,
+        run.unavailable,
         accepted as f64 / elapsed.as_secs_f64()
     );
     println!(
@@ -493,10 +525,11 @@ async fn ring_transfers_settle_without_projections_and_projections_started_later
         count(&app.db.pool, &format!("SELECT count(DISTINCT xact_id) FROM events WHERE position > {head_before}"))
             .await;
     println!(
-        "ring, command path only (api + sagas): {accepted} transfers accepted, {} refused, settled in {elapsed:?}: \
-         {:.0} transfers/s; {commits} commits ({:.1} per accepted transfer, refusals and idle saga polls included), \
-         {writers} of them wrote events ({:.1} per transfer)",
+        "ring, command path only (api + sagas): {accepted} transfers accepted, {} refused ({} 503s retried), \
+         settled in {elapsed:?}: {:.0} transfers/s; {commits} commits ({:.1} per accepted transfer, refusals and \
+         idle saga polls included), {writers} of them wrote events ({:.1} per transfer)",
         run.refused,
+        run.unavailable,
         accepted as f64 / elapsed.as_secs_f64(),
         commits as f64 / accepted as f64,
         writers as f64 / accepted as f64
@@ -676,14 +709,13 @@ async fn race_round(app: &TestApp, users: &[TestUser; 2], expected: &mut [Decima
 }
 
 /// Makes every pending saga due again, over and over, as if each worker's lease had expired
-/// while it was still working, so both workers lease the same sagas. Stops when none is pending.
+/// while it was still working, so both workers lease the same sagas. Runs until `stop`.
 async fn expire_leases_until_settled(pool: PgPool, stop: Arc<tokio::sync::Notify>) {
+    let expire = "UPDATE sagas SET next_attempt_at = now() WHERE status = 'pending'";
     loop {
         tokio::select! {
             _ = stop.notified() => return,
-            result = sqlx::query("UPDATE sagas SET next_attempt_at = now() WHERE status = 'pending'").execute(&pool) => {
-                result.expect("expire leases");
-            }
+            result = sqlx::query(expire).execute(&pool) => { result.expect("expire leases"); }
         }
         tokio::task::yield_now().await;
     }

@@ -11,13 +11,15 @@ async fn transfer(app: &TestApp, from: &TestUser, body: Value) -> common::Reply 
     app.post("/api/v1/transfers", &from.token, body).await
 }
 
-/// Waits until the transfer's read model shows a final status, and returns the view.
+/// Waits until the transfer's read model shows a final status, and returns the view as of
+/// every projection it joins.
 async fn settled(app: &TestApp, user: &TestUser, id: &str) -> Value {
-    eventually("the transfer to settle", || async {
+    let position = eventually("the transfer to settle", || async {
         let reply = app.get(&format!("/api/v1/transfers/{id}"), &user.token).await;
-        (reply.status == StatusCode::OK && reply.body["status"] != "pending").then_some(reply.body)
+        (reply.status == StatusCode::OK && reply.body["status"] != "pending").then_some(app.head_position().await)
     })
-    .await
+    .await;
+    app.get(&format!("/api/v1/transfers/{id}?min_position={position}"), &user.token).await.body
 }
 
 async fn balance(app: &TestApp, user: &TestUser, wallet: Uuid, min_position: i64) -> String {

@@ -1,12 +1,14 @@
-//! The live projector: one active instance per projection (advisory lock), fed by JetStream,
-//! filling gaps and the tail from Postgres.
+//! The live projector: one active instance (advisory lock) runs every projection, fed by
+//! JetStream, filling gaps and the tail from Postgres. Each projection keeps its own
+//! checkpoint, moved in the same transaction as its writes; events are read from Postgres
+//! once for all of them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use event_store::{Bus, PublishedEvent, RecordedEvent, Store, StoreError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::PgConnection;
 
 use crate::checkpoint::{advance, checkpoint};
@@ -14,66 +16,85 @@ use crate::Projection;
 
 /// Events applied per transaction while catching up from Postgres.
 pub(crate) const CATCH_UP_BATCH_MAX: i64 = 500;
-/// How often the projector compares its checkpoint with the relay's watermark: the safety
+/// How often the projector compares its checkpoints with the relay's watermark: the safety
 /// net for a message lost at the tail, and the way forward while NATS is down.
 const CATCH_UP_POLL: Duration = Duration::from_millis(500);
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 const FAILURE_BACKOFF: Duration = Duration::from_millis(500);
+/// The JetStream durable consumer of the projector.
+const DURABLE_NAME: &str = "projections";
 
 pub struct Projector {
     store: Store,
-    projection: Arc<dyn Projection>,
+    projections: Vec<Arc<dyn Projection>>,
     bus: Bus,
     nats: Option<async_nats::Client>,
 }
 
 type Messages = consumer::pull::Stream;
 
+/// A projection and the position it has applied up to.
+struct Tracked {
+    projection: Arc<dyn Projection>,
+    position: i64,
+}
+
 impl Projector {
-    pub fn new(store: Store, projection: Arc<dyn Projection>, bus: Bus, nats: Option<async_nats::Client>) -> Projector {
-        Projector { store, projection, bus, nats }
+    pub fn new(
+        store: Store,
+        projections: Vec<Arc<dyn Projection>>,
+        bus: Bus,
+        nats: Option<async_nats::Client>,
+    ) -> Projector {
+        Projector { store, projections, bus, nats }
     }
 
     /// Runs forever, starting over after any failure.
     pub async fn run(self) {
         loop {
             if let Err(error) = self.run_while_active().await {
-                tracing::warn!(%error, projection = self.projection.name(), "projector interrupted; retrying");
+                tracing::warn!(%error, "projector interrupted; retrying");
             }
             tokio::time::sleep(FAILURE_BACKOFF).await;
         }
     }
 
     async fn run_while_active(&self) -> Result<(), StoreError> {
-        let name = self.projection.name();
-        let mut lock_conn = self.store.pool().acquire().await?.detach();
-        while !event_store::try_advisory_lock(&mut lock_conn, event_store::PROJECTION_LOCK_CLASS, lock_object(name))
+        let mut conn = self.store.pool().acquire().await?.detach();
+        while !event_store::try_advisory_lock(&mut conn, event_store::PROJECTION_LOCK_CLASS, lock_object(DURABLE_NAME))
             .await?
         {
             tokio::time::sleep(STANDBY_POLL).await;
         }
-        tracing::info!(projection = name, "projector active");
-        let mut position = checkpoint(&mut lock_conn, name).await?;
+        tracing::info!(projections = self.projections.len(), "projector active");
+        let mut tracked = Vec::with_capacity(self.projections.len());
+        for projection in &self.projections {
+            let position = checkpoint(&mut conn, projection.name()).await?;
+            tracked.push(Tracked { projection: projection.clone(), position });
+        }
         let mut messages = self.subscribe().await;
         let mut poll = tokio::time::interval(CATCH_UP_POLL);
         loop {
             tokio::select! {
                 next = next_message(&mut messages) => match next {
                     Some(Ok(message)) => {
-                        self.handle(&mut lock_conn, &message.payload, &mut position).await?;
-                        if let Err(error) = message.ack().await {
-                            tracing::debug!(%error, "ack failed; the message will be redelivered and ignored");
+                        let batch = drain_ready(message, messages.as_mut());
+                        self.handle(&mut conn, &batch, &mut tracked).await?;
+                        for message in batch {
+                            if let Err(error) = message.ack().await {
+                                tracing::debug!(%error, "ack failed; the message will be redelivered and ignored");
+                            }
                         }
                     }
                     Some(Err(error)) => {
-                        tracing::debug!(%error, projection = name, "JetStream consumer failed; resubscribing");
+                        tracing::debug!(%error, "JetStream consumer failed; resubscribing");
                         messages = None;
                     }
                     None => messages = None,
                 },
                 _ = poll.tick() => {
                     let watermark = self.store.published_position().await?;
-                    self.catch_up(&mut lock_conn, &mut position, watermark).await?;
+                    self.catch_up(&mut conn, &mut tracked, watermark).await?;
                     if messages.is_none() {
                         messages = self.subscribe().await;
                     }
@@ -82,77 +103,98 @@ impl Projector {
         }
     }
 
-    /// A durable pull consumer for this projection, or `None` while NATS is unreachable.
+    /// The durable pull consumer, or `None` while NATS is unreachable.
     async fn subscribe(&self) -> Option<Messages> {
         let nats = self.nats.as_ref()?;
         let result = async {
             let js = jetstream::new(nats.clone());
             let stream = self.bus.ensure_stream(&js).await?;
-            let durable = format!("projection_{}", self.projection.name());
             let config = consumer::pull::Config {
-                durable_name: Some(durable.clone()),
+                durable_name: Some(DURABLE_NAME.to_string()),
                 deliver_policy: consumer::DeliverPolicy::New,
                 ack_policy: consumer::AckPolicy::Explicit,
                 ..Default::default()
             };
-            let consumer = stream.get_or_create_consumer(&durable, config).await.map_err(|e| e.to_string())?;
+            let consumer = stream.get_or_create_consumer(DURABLE_NAME, config).await.map_err(|e| e.to_string())?;
             consumer.messages().await.map_err(|e| e.to_string())
         }
         .await;
         result.map_err(|error| tracing::debug!(%error, "cannot subscribe yet")).ok()
     }
 
-    /// Applies a published event when it follows the checkpoint, ignores a repeat, and fills
-    /// a gap (a lost or reordered message) from Postgres.
-    async fn handle(&self, conn: &mut PgConnection, payload: &[u8], position: &mut i64) -> Result<(), StoreError> {
-        let published: PublishedEvent = match serde_json::from_slice(payload) {
-            Ok(published) => published,
-            Err(error) => {
-                tracing::warn!(%error, "unreadable message ignored; Postgres fills the gap");
-                return Ok(());
+    /// Applies published events: one that follows every checkpoint directly, repeats not at
+    /// all, and anything else (a batch, a lost or reordered message) from Postgres in
+    /// transactions of many events, up to the newest position seen.
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[jetstream::Message],
+        tracked: &mut [Tracked],
+    ) -> Result<(), StoreError> {
+        let lowest = tracked.iter().map(|t| t.position).min().unwrap_or(0);
+        let mut published: Vec<PublishedEvent> = Vec::with_capacity(batch.len());
+        for message in batch {
+            match serde_json::from_slice::<PublishedEvent>(&message.payload) {
+                Ok(event) if event.event.position > lowest => published.push(event),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "unreadable message ignored; Postgres fills the gap"),
             }
-        };
-        if published.event.position <= *position {
-            return Ok(());
         }
-        if published.prev_position == *position {
-            return self.apply_batch(conn, position, &[published.event]).await;
+        match published.as_slice() {
+            [] => Ok(()),
+            [single] if tracked.iter().all(|t| t.position == single.prev_position) => {
+                for t in tracked.iter_mut() {
+                    apply_batch(conn, t, std::slice::from_ref(&single.event)).await?;
+                }
+                Ok(())
+            }
+            many => {
+                let newest = many.iter().map(|p| p.event.position).max().expect("not empty");
+                self.catch_up(conn, tracked, newest).await
+            }
         }
-        self.catch_up(conn, position, published.event.position).await
     }
 
-    /// Applies every event after the checkpoint up to `up_to` (a published position).
-    async fn catch_up(&self, conn: &mut PgConnection, position: &mut i64, up_to: i64) -> Result<(), StoreError> {
-        while *position < up_to {
-            let events = self.store.read_range(conn, *position, up_to, CATCH_UP_BATCH_MAX).await?;
+    /// Applies every event after each checkpoint up to `up_to` (a published position),
+    /// reading each batch from Postgres once for every projection.
+    async fn catch_up(&self, conn: &mut PgConnection, tracked: &mut [Tracked], up_to: i64) -> Result<(), StoreError> {
+        loop {
+            let lowest = tracked.iter().map(|t| t.position).min().unwrap_or(up_to);
+            if lowest >= up_to {
+                return Ok(());
+            }
+            let events = self.store.read_range(conn, lowest, up_to, CATCH_UP_BATCH_MAX).await?;
             if events.is_empty() {
                 return Ok(());
             }
-            self.apply_batch(conn, position, &events).await?;
+            for t in tracked.iter_mut() {
+                let unapplied = events.partition_point(|e| e.position <= t.position);
+                if unapplied < events.len() {
+                    apply_batch(conn, t, &events[unapplied..]).await?;
+                }
+            }
         }
-        Ok(())
     }
+}
 
-    async fn apply_batch(
-        &self,
-        conn: &mut PgConnection,
-        position: &mut i64,
-        events: &[RecordedEvent],
-    ) -> Result<(), StoreError> {
-        let last = events.last().expect("a batch is never empty").position;
-        let result = apply_in_transaction(conn, self.projection.as_ref(), *position, last, events).await;
-        match result {
-            Ok(()) => {
-                *position = last;
-                Ok(())
-            }
-            Err(StoreError::Conflict) => {
-                // A rebuild moved the checkpoint under us: start again from where it left it.
-                *position = checkpoint(conn, self.projection.name()).await?;
-                Ok(())
-            }
-            Err(error) => Err(error),
+/// Applies `events` to one projection and moves its checkpoint, in one transaction. A
+/// rebuild that moved the checkpoint under us makes it reload and start from there.
+async fn apply_batch(
+    conn: &mut PgConnection,
+    tracked: &mut Tracked,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    let last = events.last().expect("a batch is never empty").position;
+    match apply_in_transaction(conn, tracked.projection.as_ref(), tracked.position, last, events).await {
+        Ok(()) => {
+            tracked.position = last;
+            Ok(())
         }
+        Err(StoreError::Conflict) => {
+            tracked.position = checkpoint(conn, tracked.projection.name()).await?;
+            Ok(())
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -173,6 +215,20 @@ pub(crate) async fn apply_in_transaction(
     Ok(())
 }
 
+/// The message just received and every one already buffered behind it (bounded), so a burst
+/// is applied in a few transactions instead of one per event.
+fn drain_ready(first: jetstream::Message, messages: Option<&mut Messages>) -> Vec<jetstream::Message> {
+    let mut batch = vec![first];
+    let Some(messages) = messages else { return batch };
+    while batch.len() < CATCH_UP_BATCH_MAX as usize {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(message))) => batch.push(message),
+            _ => break,
+        }
+    }
+    batch
+}
+
 async fn next_message(messages: &mut Option<Messages>) -> Option<Result<jetstream::Message, String>> {
     match messages {
         Some(stream) => stream.next().await.map(|r| r.map_err(|e| e.to_string())),
@@ -180,8 +236,8 @@ async fn next_message(messages: &mut Option<Messages>) -> Option<Result<jetstrea
     }
 }
 
-/// The advisory lock object for a projection's name: FNV-1a, stable across builds, so every
-/// instance of every version agrees on it.
+/// The advisory lock object for a name: FNV-1a, stable across builds, so every instance of
+/// every version agrees on it.
 fn lock_object(name: &str) -> i32 {
     let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ byte as u32).wrapping_mul(0x0100_0193));
     hash as i32

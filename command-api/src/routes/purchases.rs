@@ -174,7 +174,8 @@ async fn initiate(
         fee,
         total,
     };
-    uow.execute::<Purchase>(&purchase_id.to_string(), PurchaseCommand::Initiate(Box::new(terms.clone())), &()).await??;
+    uow.execute::<Purchase>(&purchase_id.to_string(), PurchaseCommand::Initiate(Box::new(terms.clone())), &())
+        .await??;
     let saga = serde_json::to_value(sagas::PurchaseSaga { terms: terms.clone() }).map_err(|_| ApiError::internal())?;
     uow.stage_statement(
         "INSERT INTO sagas (saga_id, kind, status, payload) VALUES ($1, $2, 'pending', $3)",

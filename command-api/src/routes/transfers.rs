@@ -212,7 +212,7 @@ pub async fn transfers_get(
     consistency: Consistency,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let position = position_of(&state, &["transfers"], consistency.0).await?;
+    let position = position_of(&state, &["transfers", "users"], consistency.0).await?;
     let row = sqlx::query(
         "SELECT t.*, f.username AS from_username, r.username AS to_username, m.memo \
          FROM rm_transfers t LEFT JOIN rm_users f ON f.user_id = t.from_user_id \

@@ -155,3 +155,25 @@ async fn a_destination_that_refuses_the_credit_fails_the_transfer_and_returns_th
             .unwrap();
     assert_eq!(kinds, ["deposit", "transfer_out", "transfer_returned"]);
 }
+
+#[tokio::test]
+async fn each_party_sees_its_own_line_of_a_transfer_in_the_history() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    app.deposit(&admin, alice.wallet("EUR"), "10").await;
+    let body = json!({"from_wallet_id": alice.wallet("EUR"), "amount": "4", "to_username": "bob", "currency": "EUR"});
+    let id = transfer(&app, &alice, body).await.body["id"].as_str().unwrap().to_string();
+    settled(&app, &alice, &id).await;
+    let head = app.head_position().await;
+    for (user, kind) in [(&alice, "transfer_out"), (&bob, "transfer_in")] {
+        let line = app.get(&format!("/api/v1/transactions/{id}?min_position={head}"), &user.token).await;
+        assert_eq!(line.status, StatusCode::OK, "{:?}", line.body);
+        assert_eq!((line.body["kind"].as_str(), line.body["status"].as_str()), (Some(kind), Some("completed")));
+        assert_eq!(line.body["wallet_id"], json!(user.wallet("EUR")));
+    }
+    let stranger = app.register("carol").await;
+    let hidden = app.get(&format!("/api/v1/transactions/{id}?min_position={head}"), &stranger.token).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+}

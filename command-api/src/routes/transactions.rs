@@ -76,12 +76,16 @@ pub async fn transactions_get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let position = position_of(&state, READ_MODELS, consistency.0).await?;
-    let row = sqlx::query(&format!("{SELECT_TRANSACTION} WHERE t.transaction_id = $1"))
-        .bind(id)
-        .fetch_optional(state.store.pool())
-        .await?
-        .filter(|row| may_see(&caller, row.get("owner_id")))
-        .ok_or_else(|| ApiError::not_found("transaction_not_found", "no such transaction"))?;
+    // A transfer or purchase has a line per party: the caller's own comes first.
+    let row = sqlx::query(&format!(
+        "{SELECT_TRANSACTION} WHERE t.transaction_id = $1 ORDER BY (w.owner_id = $2) DESC, t.kind LIMIT 1"
+    ))
+    .bind(id)
+    .bind(caller.user_id)
+    .fetch_optional(state.store.pool())
+    .await?
+    .filter(|row| may_see(&caller, row.get("owner_id")))
+    .ok_or_else(|| ApiError::not_found("transaction_not_found", "no such transaction"))?;
     Ok(with_position(position, axum::Json(view(&row))))
 }
 

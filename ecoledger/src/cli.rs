@@ -34,6 +34,9 @@ pub enum Command {
     Verify(StoreSettings),
     /// Rebuild read models from the event store alone.
     Replay(ReplayArgs),
+    /// Benchmarks and fault runs (BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +90,7 @@ impl Cli {
             Command::Admin(AdminCommand::Create(args)) => admin_create(args).await,
             Command::Verify(settings) => verify(settings).await,
             Command::Replay(args) => replay(args).await,
+            Command::Bench(command) => command.run().await,
         }
     }
 }

@@ -1,0 +1,26 @@
+//! `ecoledger bench`: load scenarios against a running EcoLedger with same-run Postgres
+//! baselines, growth measurements, and scripted fault runs with an invariant check.
+//! DESIGN.md section 7 and BENCHMARKS.md.
+
+pub mod growth;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append events in bulk through the store (a wallet with a long history).
+    Seed(growth::SeedArgs),
+    /// Time a full replay of every projection, and the process's memory while it runs.
+    Replay(growth::ReplayArgs),
+}
+
+impl BenchCommand {
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            BenchCommand::Seed(args) => growth::seed(args).await,
+            BenchCommand::Replay(args) => growth::replay(args).await,
+        }
+    }
+}

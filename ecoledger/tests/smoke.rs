@@ -17,3 +17,13 @@ async fn a_registered_user_is_projected_with_four_empty_wallets() {
     assert_eq!(balances, ["0.00", "0.00", "0.000000000000000000", "0.000"]);
     assert_eq!(reply.header("ledger-position").unwrap().parse::<i64>().unwrap(), position);
 }
+
+#[tokio::test]
+async fn the_databases_ledger_scale_agrees_with_the_domains_currency_scales() {
+    let db = common::TestDb::create().await;
+    for currency in domain::Currency::ALL {
+        let scale: i32 =
+            sqlx::query_scalar("SELECT ledger_scale($1)").bind(currency.code()).fetch_one(&db.pool).await.unwrap();
+        assert_eq!(scale as u32, currency.scale(), "{currency}");
+    }
+}

@@ -38,4 +38,61 @@ impl Projection for AuditEvents {
         .await?;
         Ok(())
     }
+
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut columns = AuditColumns::default();
+        for event in events {
+            columns.push(event)?;
+        }
+        sqlx::query(
+            "INSERT INTO rm_audit_events (position, aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, actor, occurred_at, payload, metadata) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
+                                  $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[])",
+        )
+        .bind(columns.positions)
+        .bind(columns.aggregate_types)
+        .bind(columns.aggregate_ids)
+        .bind(columns.sequences)
+        .bind(columns.event_types)
+        .bind(columns.event_versions)
+        .bind(columns.actors)
+        .bind(columns.occurred_at)
+        .bind(columns.payloads)
+        .bind(columns.metadata)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Column arrays of a batch insert.
+#[derive(Default)]
+struct AuditColumns {
+    positions: Vec<i64>,
+    aggregate_types: Vec<String>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    event_versions: Vec<String>,
+    actors: Vec<Option<String>>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl AuditColumns {
+    fn push(&mut self, event: &RecordedEvent) -> Result<(), StoreError> {
+        self.positions.push(event.position);
+        self.aggregate_types.push(event.aggregate_type.clone());
+        self.aggregate_ids.push(event.aggregate_id.clone());
+        self.sequences.push(event.sequence);
+        self.event_types.push(event.event_type.clone());
+        self.event_versions.push(event.event_version.clone());
+        self.actors.push(event.metadata.get(event_store::metadata::ACTOR).cloned());
+        self.occurred_at.push(occurred_at(event)?);
+        self.payloads.push(event.payload.clone());
+        self.metadata.push(serde_json::to_value(&event.metadata).map_err(StoreError::corrupt)?);
+        Ok(())
+    }
 }

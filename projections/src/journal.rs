@@ -48,6 +48,59 @@ impl Projection for Journal {
         }
         Ok(())
     }
+
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        Journal::insert_batch(conn, events).await
+    }
+}
+
+impl Journal {
+    /// Every posting of a batch in one insert.
+    pub(crate) async fn insert_batch(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut rows = PostingRows::default();
+        for event in events {
+            let Some(wallet_event) = wallet_event(event)? else { continue };
+            let occurred_at = occurred_at(event)?;
+            for (index, posting) in wallet_event.postings(stream_uuid(event)?).iter().enumerate() {
+                rows.positions.push(event.position);
+                rows.indexes.push(index as i16);
+                rows.currencies.push(posting.currency.code().to_string());
+                rows.debits.push(account_name(posting.debit));
+                rows.credits.push(account_name(posting.credit));
+                rows.amounts.push(posting.amount);
+                rows.occurred_at.push(occurred_at);
+            }
+        }
+        if rows.positions.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO rm_postings (position, posting_index, currency, debit_account, credit_account, amount, occurred_at) \
+             SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::numeric[], \
+                                  $7::timestamptz[])",
+        )
+        .bind(rows.positions)
+        .bind(rows.indexes)
+        .bind(rows.currencies)
+        .bind(rows.debits)
+        .bind(rows.credits)
+        .bind(rows.amounts)
+        .bind(rows.occurred_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct PostingRows {
+    positions: Vec<i64>,
+    indexes: Vec<i16>,
+    currencies: Vec<String>,
+    debits: Vec<String>,
+    credits: Vec<String>,
+    amounts: Vec<rust_decimal::Decimal>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An account as the journal names it: `wallet:<uuid>` or `system:<name>`.

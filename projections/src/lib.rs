@@ -38,6 +38,16 @@ pub trait Projection: Send + Sync {
     /// transaction that also moves the checkpoint; table names are unqualified so the same
     /// code writes the live tables or a replay schema.
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError>;
+
+    /// Applies `events` in order; the result must equal applying them one by one. Projections
+    /// that can write a batch in a few set-based statements override it (replays and
+    /// catch-ups go through here).
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Every projection, in a fixed order.

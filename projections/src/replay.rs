@@ -45,9 +45,7 @@ pub async fn replay_into_schema(
         let mut tx = conn.begin().await?;
         sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
         for projection in projections {
-            for event in &events {
-                projection.apply(&mut tx, event).await?;
-            }
+            projection.apply_batch(&mut tx, &events).await?;
             crate::checkpoint::advance(&mut tx, projection.name(), position, last).await?;
         }
         tx.commit().await?;

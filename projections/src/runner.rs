@@ -207,9 +207,7 @@ pub(crate) async fn apply_in_transaction(
     events: &[RecordedEvent],
 ) -> Result<(), StoreError> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    for event in events {
-        projection.apply(&mut tx, event).await?;
-    }
+    projection.apply_batch(&mut tx, events).await?;
     advance(&mut tx, projection.name(), from, to).await?;
     tx.commit().await?;
     Ok(())

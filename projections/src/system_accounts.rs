@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use domain::accounts::Account;
+use domain::Currency;
 use event_store::{RecordedEvent, StoreError};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -22,13 +25,25 @@ impl Projection for SystemAccounts {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
-        let Some(wallet_event) = wallet_event(event)? else { return Ok(()) };
-        for posting in wallet_event.postings(stream_uuid(event)?) {
-            for (account, delta) in [(posting.debit, -posting.amount), (posting.credit, posting.amount)] {
-                if let Account::System { account } = account {
-                    add(conn, posting.currency.code(), account.name(), delta, event.position).await?;
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Sums the batch's changes per account first: one upsert per account touched.
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut changes: BTreeMap<(Currency, &'static str), (Decimal, i64)> = BTreeMap::new();
+        for event in events {
+            let Some(wallet_event) = wallet_event(event)? else { continue };
+            for posting in wallet_event.postings(stream_uuid(event)?) {
+                for (account, delta) in [(posting.debit, -posting.amount), (posting.credit, posting.amount)] {
+                    if let Account::System { account } = account {
+                        let change = changes.entry((posting.currency, account.name())).or_default();
+                        *change = (change.0 + delta, event.position);
+                    }
                 }
             }
+        }
+        for ((currency, account), (delta, position)) in changes {
+            add(conn, currency.code(), account, delta, position).await?;
         }
         Ok(())
     }
@@ -42,9 +57,11 @@ async fn add(
     position: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO rm_system_accounts (currency, account, balance, position) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (currency, account) DO UPDATE SET balance = rm_system_accounts.balance + EXCLUDED.balance, \
-         position = EXCLUDED.position",
+        "INSERT INTO rm_system_accounts (currency, account, balance, position) \
+         VALUES ($1, $2, round($3::numeric, ledger_scale($1)), $4) \
+         ON CONFLICT (currency, account) DO UPDATE \
+         SET balance = round(rm_system_accounts.balance + EXCLUDED.balance, ledger_scale(EXCLUDED.currency)), \
+             position = EXCLUDED.position",
     )
     .bind(currency)
     .bind(account)

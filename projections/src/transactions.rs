@@ -5,90 +5,254 @@ use domain::transfer::TransferEvent;
 use domain::wallet::WalletEvent;
 use domain::{Amount, Currency};
 use event_store::{RecordedEvent, StoreError};
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{occurred_at, purchase_event, stream_uuid, transfer_event, wallet_event, Projection};
 
-/// `rm_transactions`: one history as the owner sees it: deposits, withdrawals, reversals and
-/// both sides of transfers.
+/// `rm_transactions`: one history as the owner sees it: deposits, withdrawals, reversals, both
+/// sides of transfers, and purchases and sales.
 pub struct Transactions;
 
 /// A new history line.
-struct Line<'a> {
+struct Line {
     transaction_id: Uuid,
     kind: &'static str,
     wallet_id: Uuid,
     currency: Currency,
-    amount: &'a Amount,
+    amount: Decimal,
     status: &'static str,
-    reference: Option<&'a str>,
-    destination: Option<&'a str>,
+    reference: Option<String>,
+    destination: Option<String>,
     reversal_of: Option<Uuid>,
-    reason: Option<&'a str>,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+    position: i64,
 }
 
-impl<'a> Line<'a> {
-    fn new(transaction_id: Uuid, kind: &'static str, wallet_id: Uuid, currency: Currency, amount: &'a Amount) -> Self {
+/// Where and when a line is written: the wallet, the event's time and position.
+#[derive(Clone, Copy)]
+struct Origin {
+    wallet_id: Uuid,
+    at: DateTime<Utc>,
+    position: i64,
+}
+
+impl Line {
+    fn new(transaction_id: Uuid, kind: &'static str, currency: Currency, amount: &Amount, origin: Origin) -> Line {
         Line {
             transaction_id,
             kind,
-            wallet_id,
+            wallet_id: origin.wallet_id,
             currency,
-            amount,
+            amount: amount.value(),
             status: "completed",
             reference: None,
             destination: None,
             reversal_of: None,
             reason: None,
+            at: origin.at,
+            position: origin.position,
         }
-    }
-
-    async fn insert(self, conn: &mut PgConnection, at: DateTime<Utc>, position: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO rm_transactions (transaction_id, kind, wallet_id, currency, amount, status, reference, \
-             destination, reversal_of, reason, created_at, updated_at, position, last_position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $12)",
-        )
-        .bind(self.transaction_id)
-        .bind(self.kind)
-        .bind(self.wallet_id)
-        .bind(self.currency.code())
-        .bind(self.amount.value())
-        .bind(self.status)
-        .bind(self.reference)
-        .bind(self.destination)
-        .bind(self.reversal_of)
-        .bind(self.reason)
-        .bind(at)
-        .bind(position)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
     }
 }
 
-/// Sets the status (and reason) of every line of a transaction.
-async fn settle(
-    conn: &mut PgConnection,
-    transaction_id: Uuid,
-    status: &str,
-    reason: Option<&str>,
-    at: DateTime<Utc>,
-    position: i64,
-) -> Result<(), StoreError> {
+/// Inserts new lines in one statement.
+async fn insert(conn: &mut PgConnection, lines: Vec<Line>) -> Result<(), StoreError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut columns = LineColumns::default();
+    for line in lines {
+        columns.ids.push(line.transaction_id);
+        columns.kinds.push(line.kind);
+        columns.wallets.push(line.wallet_id);
+        columns.currencies.push(line.currency.code());
+        columns.amounts.push(line.amount);
+        columns.statuses.push(line.status);
+        columns.references.push(line.reference);
+        columns.destinations.push(line.destination);
+        columns.reversal_of.push(line.reversal_of);
+        columns.reasons.push(line.reason);
+        columns.at.push(line.at);
+        columns.positions.push(line.position);
+    }
     sqlx::query(
-        "UPDATE rm_transactions SET status = $2, reason = COALESCE($3, reason), updated_at = $4, last_position = $5 \
-         WHERE transaction_id = $1",
+        "INSERT INTO rm_transactions (transaction_id, kind, wallet_id, currency, amount, status, reference, \
+         destination, reversal_of, reason, created_at, updated_at, position, last_position) \
+         SELECT id, kind, wallet, currency, amount, status, reference, destination, reversal_of, reason, at, at, \
+                position, position \
+         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::numeric[], $6::text[], $7::text[], \
+                     $8::text[], $9::uuid[], $10::text[], $11::timestamptz[], $12::bigint[]) \
+              AS l(id, kind, wallet, currency, amount, status, reference, destination, reversal_of, reason, at, position)",
     )
-    .bind(transaction_id)
-    .bind(status)
-    .bind(reason)
-    .bind(at)
-    .bind(position)
+    .bind(columns.ids)
+    .bind(columns.kinds)
+    .bind(columns.wallets)
+    .bind(columns.currencies)
+    .bind(columns.amounts)
+    .bind(columns.statuses)
+    .bind(columns.references)
+    .bind(columns.destinations)
+    .bind(columns.reversal_of)
+    .bind(columns.reasons)
+    .bind(columns.at)
+    .bind(columns.positions)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[derive(Default)]
+struct LineColumns {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    wallets: Vec<Uuid>,
+    currencies: Vec<&'static str>,
+    amounts: Vec<Decimal>,
+    statuses: Vec<&'static str>,
+    references: Vec<Option<String>>,
+    destinations: Vec<Option<String>>,
+    reversal_of: Vec<Option<Uuid>>,
+    reasons: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+    positions: Vec<i64>,
+}
+
+/// What an event does to the history: new lines, or a change to existing ones.
+enum Effect {
+    Insert(Vec<Line>),
+    Settle {
+        transaction_id: Uuid,
+        status: &'static str,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+        position: i64,
+    },
+    /// A reversal line, and the original marked as reversed by it.
+    Reverse {
+        line: Line,
+        original: Uuid,
+    },
+    None,
+}
+
+fn effect_of(event: &RecordedEvent) -> Result<Effect, StoreError> {
+    if let Some(purchase) = purchase_event(event)? {
+        return Ok(purchase_effect(purchase, occurred_at(event)?, event.position));
+    }
+    if let Some(transfer) = transfer_event(event)? {
+        let (at, position) = (occurred_at(event)?, event.position);
+        return Ok(match transfer {
+            TransferEvent::TransferInitiated(_) => Effect::None,
+            TransferEvent::TransferCompleted(parties) => {
+                Effect::Settle { transaction_id: parties.transfer_id, status: "completed", reason: None, at, position }
+            }
+            TransferEvent::TransferFailed { parties, reason } => Effect::Settle {
+                transaction_id: parties.transfer_id,
+                status: "failed",
+                reason: Some(reason),
+                at,
+                position,
+            },
+        });
+    }
+    let Some(wallet_event) = wallet_event(event)? else { return Ok(Effect::None) };
+    let origin = Origin { wallet_id: stream_uuid(event)?, at: occurred_at(event)?, position: event.position };
+    Ok(wallet_effect(wallet_event, origin))
+}
+
+fn wallet_effect(event: WalletEvent, origin: Origin) -> Effect {
+    let Origin { at, position, .. } = origin;
+    match event {
+        WalletEvent::Deposited { transaction_id, currency, amount, reference, .. } => {
+            let line = Line::new(transaction_id, "deposit", currency, &amount, origin);
+            Effect::Insert(vec![Line { reference: Some(reference), ..line }])
+        }
+        WalletEvent::WithdrawalRequested { withdrawal_id, currency, amount, reference, destination, .. } => {
+            let line = Line::new(withdrawal_id, "withdrawal", currency, &amount, origin);
+            let line = Line { status: "pending", reference: Some(reference), destination: Some(destination), ..line };
+            Effect::Insert(vec![line])
+        }
+        WalletEvent::WithdrawalCompleted { withdrawal_id, .. } => {
+            Effect::Settle { transaction_id: withdrawal_id, status: "completed", reason: None, at, position }
+        }
+        WalletEvent::WithdrawalFailed { withdrawal_id, reason, .. } => {
+            Effect::Settle { transaction_id: withdrawal_id, status: "failed", reason: Some(reason), at, position }
+        }
+        WalletEvent::TransactionReversed { reversal_id, original_transaction_id, currency, amount, reason, .. } => {
+            let line = Line::new(reversal_id, "reversal", currency, &amount, origin);
+            let line = Line { reversal_of: Some(original_transaction_id), reason: Some(reason), ..line };
+            Effect::Reverse { line, original: original_transaction_id }
+        }
+        WalletEvent::TransferDebited { transfer_id, currency, amount, .. } => {
+            let line = Line::new(transfer_id, "transfer_out", currency, &amount, origin);
+            Effect::Insert(vec![Line { status: "pending", ..line }])
+        }
+        WalletEvent::TransferCredited { transfer_id, currency, amount, .. } => {
+            Effect::Insert(vec![Line::new(transfer_id, "transfer_in", currency, &amount, origin)])
+        }
+        _ => Effect::None,
+    }
+}
+
+/// A purchase is the buyer's `purchase` line (the total) and the seller's `sale` line (the
+/// subtotal), pending until it settles.
+fn purchase_effect(event: PurchaseEvent, at: DateTime<Utc>, position: i64) -> Effect {
+    match event {
+        PurchaseEvent::PurchaseInitiated(terms) => {
+            let id = terms.purchase_id;
+            let buyer = Origin { wallet_id: terms.buyer_cash_wallet_id, at, position };
+            let seller = Origin { wallet_id: terms.seller_cash_wallet_id, at, position };
+            Effect::Insert(vec![
+                Line { status: "pending", ..Line::new(id, "purchase", terms.currency, &terms.total, buyer) },
+                Line { status: "pending", ..Line::new(id, "sale", terms.currency, &terms.subtotal, seller) },
+            ])
+        }
+        PurchaseEvent::PurchaseCompleted(terms) => {
+            Effect::Settle { transaction_id: terms.purchase_id, status: "completed", reason: None, at, position }
+        }
+        PurchaseEvent::PurchaseFailed { terms, reason } => {
+            Effect::Settle { transaction_id: terms.purchase_id, status: "failed", reason: Some(reason), at, position }
+        }
+    }
+}
+
+/// Applies an effect that changes existing lines (inserts are batched by the caller).
+async fn change(conn: &mut PgConnection, effect: Effect) -> Result<(), StoreError> {
+    match effect {
+        Effect::Insert(lines) => insert(conn, lines).await,
+        Effect::Settle { transaction_id, status, reason, at, position } => {
+            sqlx::query(
+                "UPDATE rm_transactions SET status = $2, reason = COALESCE($3, reason), updated_at = $4, \
+                 last_position = $5 WHERE transaction_id = $1",
+            )
+            .bind(transaction_id)
+            .bind(status)
+            .bind(reason)
+            .bind(at)
+            .bind(position)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+        Effect::Reverse { line, original } => {
+            let (reversal, at, position) = (line.transaction_id, line.at, line.position);
+            insert(conn, vec![line]).await?;
+            sqlx::query(
+                "UPDATE rm_transactions SET reversed_by = $2, updated_at = $3, last_position = $4 WHERE transaction_id = $1",
+            )
+            .bind(original)
+            .bind(reversal)
+            .bind(at)
+            .bind(position)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+        Effect::None => Ok(()),
+    }
 }
 
 #[async_trait]
@@ -102,92 +266,23 @@ impl Projection for Transactions {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
-        if let Some(purchase) = purchase_event(event)? {
-            return apply_purchase(conn, &purchase, occurred_at(event)?, event.position).await;
-        }
-        if let Some(transfer) = transfer_event(event)? {
-            let at = occurred_at(event)?;
-            return match transfer {
-                TransferEvent::TransferInitiated(_) => Ok(()),
-                TransferEvent::TransferCompleted(parties) => {
-                    settle(conn, parties.transfer_id, "completed", None, at, event.position).await
-                }
-                TransferEvent::TransferFailed { parties, reason } => {
-                    settle(conn, parties.transfer_id, "failed", Some(&reason), at, event.position).await
-                }
-            };
-        }
-        let Some(wallet_event) = wallet_event(event)? else { return Ok(()) };
-        let wallet = stream_uuid(event)?;
-        let (at, position) = (occurred_at(event)?, event.position);
-        match &wallet_event {
-            WalletEvent::Deposited { transaction_id, currency, amount, reference, .. } => {
-                let line = Line::new(*transaction_id, "deposit", wallet, *currency, amount);
-                Line { reference: Some(reference), ..line }.insert(conn, at, position).await
-            }
-            WalletEvent::WithdrawalRequested { withdrawal_id, currency, amount, reference, destination, .. } => {
-                let line = Line::new(*withdrawal_id, "withdrawal", wallet, *currency, amount);
-                let line =
-                    Line { status: "pending", reference: Some(reference), destination: Some(destination), ..line };
-                line.insert(conn, at, position).await
-            }
-            WalletEvent::WithdrawalCompleted { withdrawal_id, .. } => {
-                settle(conn, *withdrawal_id, "completed", None, at, position).await
-            }
-            WalletEvent::WithdrawalFailed { withdrawal_id, reason, .. } => {
-                settle(conn, *withdrawal_id, "failed", Some(reason), at, position).await
-            }
-            WalletEvent::TransactionReversed {
-                reversal_id, original_transaction_id, currency, amount, reason, ..
-            } => {
-                let line = Line::new(*reversal_id, "reversal", wallet, *currency, amount);
-                let line = Line { reversal_of: Some(*original_transaction_id), reason: Some(reason), ..line };
-                line.insert(conn, at, position).await?;
-                sqlx::query(
-                    "UPDATE rm_transactions SET reversed_by = $2, updated_at = $3, last_position = $4 \
-                     WHERE transaction_id = $1",
-                )
-                .bind(original_transaction_id)
-                .bind(reversal_id)
-                .bind(at)
-                .bind(position)
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            }
-            WalletEvent::TransferDebited { transfer_id, currency, amount, .. } => {
-                let line = Line::new(*transfer_id, "transfer_out", wallet, *currency, amount);
-                Line { status: "pending", ..line }.insert(conn, at, position).await
-            }
-            WalletEvent::TransferCredited { transfer_id, currency, amount, .. } => {
-                Line::new(*transfer_id, "transfer_in", wallet, *currency, amount).insert(conn, at, position).await
-            }
-            _ => Ok(()),
-        }
+        change(conn, effect_of(event)?).await
     }
-}
 
-/// A purchase is the buyer's `purchase` line (the total) and the seller's `sale` line (the
-/// subtotal), pending until it settles.
-async fn apply_purchase(
-    conn: &mut PgConnection,
-    event: &PurchaseEvent,
-    at: DateTime<Utc>,
-    position: i64,
-) -> Result<(), StoreError> {
-    match event {
-        PurchaseEvent::PurchaseInitiated(terms) => {
-            let id = terms.purchase_id;
-            let buyer = Line::new(id, "purchase", terms.buyer_cash_wallet_id, terms.currency, &terms.total);
-            Line { status: "pending", ..buyer }.insert(conn, at, position).await?;
-            let seller = Line::new(id, "sale", terms.seller_cash_wallet_id, terms.currency, &terms.subtotal);
-            Line { status: "pending", ..seller }.insert(conn, at, position).await
+    /// New lines are gathered and inserted together; before any change to existing lines
+    /// the gathered ones are written, so order is kept.
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut pending = Vec::new();
+        for event in events {
+            match effect_of(event)? {
+                Effect::Insert(lines) => pending.extend(lines),
+                Effect::None => {}
+                other => {
+                    insert(conn, std::mem::take(&mut pending)).await?;
+                    change(conn, other).await?;
+                }
+            }
         }
-        PurchaseEvent::PurchaseCompleted(terms) => {
-            settle(conn, terms.purchase_id, "completed", None, at, position).await
-        }
-        PurchaseEvent::PurchaseFailed { terms, reason } => {
-            settle(conn, terms.purchase_id, "failed", Some(reason), at, position).await
-        }
+        insert(conn, pending).await
     }
 }

@@ -41,6 +41,52 @@ impl Projection for WalletEntries {
         .await?;
         Ok(())
     }
+
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let mut rows = EntryRows::default();
+        for event in events {
+            let Some(wallet_event) = wallet_event(event)? else { continue };
+            let Some((transaction_id, kind, balance_after)) = entry_of(&wallet_event) else { continue };
+            let wallet_id = stream_uuid(event)?;
+            rows.wallets.push(wallet_id);
+            rows.positions.push(event.position);
+            rows.transactions.push(transaction_id);
+            rows.kinds.push(kind);
+            rows.amounts.push(wallet_event.balance_delta(wallet_id));
+            rows.balances.push(balance_after);
+            rows.occurred_at.push(occurred_at(event)?);
+        }
+        if rows.positions.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO rm_wallet_entries (wallet_id, position, transaction_id, kind, amount, balance_after, occurred_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::numeric[], $6::numeric[], \
+                                  $7::timestamptz[])",
+        )
+        .bind(rows.wallets)
+        .bind(rows.positions)
+        .bind(rows.transactions)
+        .bind(rows.kinds)
+        .bind(rows.amounts)
+        .bind(rows.balances)
+        .bind(rows.occurred_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Column arrays of a batch of statement lines.
+#[derive(Default)]
+struct EntryRows {
+    wallets: Vec<Uuid>,
+    positions: Vec<i64>,
+    transactions: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    amounts: Vec<Decimal>,
+    balances: Vec<Decimal>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The statement line of an event: its transaction id, kind and the balance after it.

@@ -17,7 +17,7 @@ ADMIN_PASSWORD ?= admin-change-me-now
 
 BIN := ./target/release/ecoledger
 
-.PHONY: services build run lint test clean-data
+.PHONY: services build run lint test clean-data bench faults
 
 services:
 	scripts/ensure-services.sh
@@ -33,6 +33,15 @@ run: export ADMIN_PASSWORD := $(value ADMIN_PASSWORD)
 run: services build
 	@printf '%s' "$$ADMIN_PASSWORD" | $(BIN) admin create --username admin --email admin@example.org --role admin --if-missing
 	env -u ADMIN_PASSWORD $(BIN) serve
+
+# Load scenarios and their same-run pgbench baselines against the EcoLedger that `make run`
+# serves in another terminal (BENCHMARKS.md); it starts nothing itself. Options go in
+# BENCH_ARGS, e.g. make bench BENCH_ARGS='--scenario transfers --duration-secs 10'.
+# The admin password reaches the benchmark through the environment, as in `run`.
+BENCH_ARGS ?=
+bench: export ECOLEDGER_BENCH_ADMIN_PASSWORD := $(or $(value ECOLEDGER_BENCH_ADMIN_PASSWORD),$(value ADMIN_PASSWORD))
+bench: build
+	$(BIN) bench load $(BENCH_ARGS)
 
 lint:
 	cargo fmt --all -- --check
@@ -50,3 +59,13 @@ test: services lint
 
 clean-data:
 	rm -rf ./data
+
+# Scripted fault runs (BENCHMARKS.md, "Faults") with the release binary, each against its own
+# private Postgres (initdb) and NATS on free ports, never the shared ones: SIGKILLs of the
+# server, NATS down, Postgres restarted, then the invariant check. Exit 1 when one fails.
+# make faults FAULT=kill FAULT_SECS=30
+FAULT ?= all
+FAULT_SECS ?= 60
+faults: services build
+	export ECOLEDGER_PG_BIN="$${ECOLEDGER_PG_BIN:-$$(scripts/pg-bin.sh)}"; \
+	$(BIN) bench faults --fault $(FAULT) --duration-secs $(FAULT_SECS)

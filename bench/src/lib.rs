@@ -2,7 +2,10 @@
 //! baselines, growth measurements, and scripted fault runs with an invariant check.
 //! DESIGN.md section 7 and BENCHMARKS.md.
 
+pub mod faults;
 pub mod growth;
+pub mod invariants;
+pub mod load;
 
 use std::process::ExitCode;
 
@@ -14,6 +17,11 @@ pub enum BenchCommand {
     Seed(growth::SeedArgs),
     /// Time a full replay of every projection, and the process's memory while it runs.
     Replay(growth::ReplayArgs),
+    /// Scripted fault runs (kill, NATS down, Postgres restart) on private services, then the
+    /// invariant check.
+    Faults(faults::FaultArgs),
+    /// Load scenarios against a running EcoLedger over HTTP, with same-run pgbench baselines.
+    Load(load::LoadArgs),
 }
 
 impl BenchCommand {
@@ -21,6 +29,8 @@ impl BenchCommand {
         match self {
             BenchCommand::Seed(args) => growth::seed(args).await,
             BenchCommand::Replay(args) => growth::replay(args).await,
+            BenchCommand::Faults(args) => faults::run(args).await,
+            BenchCommand::Load(args) => load::main(args).await,
         }
     }
 }

@@ -17,6 +17,10 @@ use crate::metadata::CommandContext;
 use crate::record::{chain_hash, RecordedEvent};
 use crate::store::{Snapshotted, Store};
 
+/// How long a command waits for another attempt with its idempotency key to finish before it
+/// answers "in progress".
+const IDEMPOTENCY_LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A command's idempotency: its id and a hash of the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
@@ -116,12 +120,22 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         if let Some(key) = &idempotency {
             let lock_key = i64::from_be_bytes(key.command_id.as_bytes()[..8].try_into().expect("8 bytes"));
-            let locked: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(lock_key).fetch_one(&mut *tx).await?;
-            if !locked {
-                tx.rollback().await?;
-                return Err(StoreError::IdempotencyKeyInProgress);
+            // Waits a moment for the key's lock: a repeat sent the instant a first attempt
+            // answered may still find that attempt's rollback on its way. Longer than that,
+            // the first attempt is really still running.
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", IDEMPOTENCY_LOCK_WAIT_MAX.as_millis()))
+                .execute(&mut *tx)
+                .await?;
+            match sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key).execute(&mut *tx).await {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
+                    drop(tx);
+                    return Err(StoreError::IdempotencyKeyInProgress);
+                }
+                Err(error) => return Err(error.into()),
             }
+            sqlx::query("SELECT set_config('lock_timeout', '0', true)").execute(&mut *tx).await?;
             // A new statement, so a new snapshot: it sees an outcome committed just before
             // the lock was granted. The transaction ends before answering either way, so the
             // lock is gone when the client sends its next repeat.

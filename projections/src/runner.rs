@@ -143,10 +143,7 @@ impl Projector {
         match published.as_slice() {
             [] => Ok(()),
             [single] if tracked.iter().all(|t| t.position == single.prev_position) => {
-                for t in tracked.iter_mut() {
-                    apply_batch(conn, t, std::slice::from_ref(&single.event)).await?;
-                }
-                Ok(())
+                apply_all(conn, tracked, std::slice::from_ref(&single.event)).await
             }
             many => {
                 let newest = many.iter().map(|p| p.event.position).max().expect("not empty");
@@ -167,50 +164,49 @@ impl Projector {
             if events.is_empty() {
                 return Ok(());
             }
-            for t in tracked.iter_mut() {
-                let unapplied = events.partition_point(|e| e.position <= t.position);
-                if unapplied < events.len() {
-                    apply_batch(conn, t, &events[unapplied..]).await?;
-                }
-            }
+            apply_all(conn, tracked, &events).await?;
         }
     }
 }
 
-/// Applies `events` to one projection and moves its checkpoint, in one transaction. A
-/// rebuild that moved the checkpoint under us makes it reload and start from there.
-async fn apply_batch(
+/// Applies `events` to every projection that has not seen them and moves their checkpoints,
+/// all in one transaction: one commit per batch, whatever the number of projections. A rebuild
+/// that moved a checkpoint under us fails it; the checkpoints are then reloaded and the
+/// events come again from Postgres.
+async fn apply_all(
     conn: &mut PgConnection,
-    tracked: &mut Tracked,
+    tracked: &mut [Tracked],
     events: &[RecordedEvent],
 ) -> Result<(), StoreError> {
     let last = events.last().expect("a batch is never empty").position;
-    match apply_in_transaction(conn, tracked.projection.as_ref(), tracked.position, last, events).await {
+    let result = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        for t in tracked.iter() {
+            let unapplied = events.partition_point(|e| e.position <= t.position);
+            if unapplied < events.len() {
+                t.projection.apply_batch(&mut tx, &events[unapplied..]).await?;
+                advance(&mut tx, t.projection.name(), t.position, last).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok::<(), StoreError>(())
+    }
+    .await;
+    match result {
         Ok(()) => {
-            tracked.position = last;
+            for t in tracked.iter_mut() {
+                t.position = t.position.max(last);
+            }
             Ok(())
         }
         Err(StoreError::Conflict) => {
-            tracked.position = checkpoint(conn, tracked.projection.name()).await?;
+            for t in tracked.iter_mut() {
+                t.position = checkpoint(conn, t.projection.name()).await?;
+            }
             Ok(())
         }
         Err(error) => Err(error),
     }
-}
-
-/// Applies `events` and moves the checkpoint from `from` to `to`, all in one transaction.
-pub(crate) async fn apply_in_transaction(
-    conn: &mut PgConnection,
-    projection: &dyn Projection,
-    from: i64,
-    to: i64,
-    events: &[RecordedEvent],
-) -> Result<(), StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    projection.apply_batch(&mut tx, events).await?;
-    advance(&mut tx, projection.name(), from, to).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The message just received and every one already buffered behind it (bounded), so a burst

@@ -6,8 +6,7 @@
 //!
 //! Where the read model has got to is watched by one task for the whole scenario, not by a
 //! `?min_position` query per command: the server answers such a query by re-reading the
-//! checkpoints every 5 ms while it waits, and a waiting query per command in flight became the
-//! largest load on Postgres in the first runs.
+//! checkpoints every 5 ms while it waits, a cost that would grow with the commands in flight.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

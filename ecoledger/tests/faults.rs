@@ -8,14 +8,12 @@ mod common;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use command_api::registration::{self, NewUser};
 use common::{
-    eventually, nats_url, unique_prefix, PrivateNats, SpawnOptions, TestApp, TestDb, TestUser, DEADLINE, JWT_SECRET,
-    PASSWORD,
+    eventually, nats_url, unique_prefix, PrivateNats, SpawnOptions, TestApp, TestDb, TestUser, DEADLINE, PASSWORD,
 };
 use domain::user::Role;
 use domain::wallet::{wallet_id, Wallet, WalletEvent};
@@ -28,7 +26,6 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
 /// A command must answer within this while NATS is down: the command path never waits for it.
@@ -233,31 +230,7 @@ struct Binary {
 
 impl Binary {
     async fn start(db: &TestDb, prefix: &str, components: &str) -> Binary {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"))
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("NATS_URL", nats_url())
-            .env("ECOLEDGER_NATS_PREFIX", prefix)
-            .env("ECOLEDGER_HTTP_ADDR", "127.0.0.1:0")
-            .env("ECOLEDGER_JWT_SECRET", JWT_SECRET)
-            .env("ECOLEDGER_COMPONENTS", components)
-            .env("ECOLEDGER_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the ecoledger binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let base = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = lines.next_line().await.expect("stdout readable") {
-                if let Some(base) = line.strip_prefix("ecoledger listening on ") {
-                    return base.to_string();
-                }
-            }
-            panic!("ecoledger exited before listening");
-        })
-        .await
-        .expect("ecoledger listens within the deadline");
+        let (child, base) = common::spawn_binary(db, prefix, components).await;
         Binary { child, http: Http { base, client: reqwest::Client::new() } }
     }
 

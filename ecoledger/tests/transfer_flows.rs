@@ -9,15 +9,12 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use command_api::registration::{self, NewUser};
-use common::{
-    eventually, nats_url, unique_prefix, SpawnOptions, TestApp, TestDb, TestUser, DEADLINE, JWT_SECRET, PASSWORD,
-};
+use common::{eventually, unique_prefix, SpawnOptions, TestApp, TestDb, TestUser, DEADLINE, PASSWORD};
 use domain::user::Role;
 use domain::wallet::{Wallet, WalletEvent};
 use ecoledger::configuration::Component;
@@ -28,7 +25,6 @@ use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
 /// Users in the ring; user i sends to user i + 1 (mod the ring).
@@ -556,31 +552,7 @@ struct Binary {
 
 impl Binary {
     async fn start(db: &TestDb, prefix: &str, components: &str) -> Binary {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"))
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("NATS_URL", nats_url())
-            .env("ECOLEDGER_NATS_PREFIX", prefix)
-            .env("ECOLEDGER_HTTP_ADDR", "127.0.0.1:0")
-            .env("ECOLEDGER_JWT_SECRET", JWT_SECRET)
-            .env("ECOLEDGER_COMPONENTS", components)
-            .env("ECOLEDGER_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the ecoledger binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let base = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = lines.next_line().await.expect("stdout readable") {
-                if let Some(base) = line.strip_prefix("ecoledger listening on ") {
-                    return base.to_string();
-                }
-            }
-            panic!("ecoledger exited before listening");
-        })
-        .await
-        .expect("ecoledger listens within the deadline");
+        let (child, base) = common::spawn_binary(db, prefix, components).await;
         Binary { child, http: Http { base, client: reqwest::Client::new() } }
     }
 

@@ -426,3 +426,35 @@ impl Drop for PrivateNats {
         let _ = std::fs::remove_dir_all(&self.store_dir);
     }
 }
+
+/// `ecoledger serve` from the built binary in a child process (killed on drop), and the base
+/// URL it prints once listening.
+pub async fn spawn_binary(db: &TestDb, prefix: &str, components: &str) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("NATS_URL", nats_url())
+        .env("ECOLEDGER_NATS_PREFIX", prefix)
+        .env("ECOLEDGER_HTTP_ADDR", "127.0.0.1:0")
+        .env("ECOLEDGER_JWT_SECRET", JWT_SECRET)
+        .env("ECOLEDGER_COMPONENTS", components)
+        .env("ECOLEDGER_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the ecoledger binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let base = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("stdout readable") {
+            if let Some(base) = line.strip_prefix("ecoledger listening on ") {
+                return base.to_string();
+            }
+        }
+        panic!("ecoledger exited before listening");
+    })
+    .await
+    .expect("ecoledger listens within the deadline");
+    (child, base)
+}

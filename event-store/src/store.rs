@@ -1,6 +1,7 @@
 //! The Postgres event store: loading aggregates (snapshot plus tail), reading by position,
 //! and the shared state a unit of work needs.
 
+use std::any::Any;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,9 +69,26 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The state of the stream a stripe served last, as committed (or loaded) under the stripe's
+/// lock: the next command on a hot stream starts from it instead of reloading. Other writers
+/// (another process, the bulk path) cannot be seen here, so a cached state is only trusted
+/// where a stale one would fail: a write chains from its sequence (the unique
+/// `(aggregate_type, aggregate_id, sequence)` turns a stale one into a conflict and a retry
+/// from the database), and a stream only read is checked at commit.
+pub(crate) struct CachedStream {
+    pub(crate) key: (&'static str, String),
+    pub(crate) sequence: i64,
+    pub(crate) head_hash: Vec<u8>,
+    pub(crate) snapshot_sequence: i64,
+    pub(crate) state: Box<dyn Any + Send + Sync>,
+}
+
+/// A held stripe, with the stream state it caches.
+pub(crate) type StripeGuard = OwnedMutexGuard<Option<CachedStream>>;
+
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
-    stripes: Vec<Arc<Mutex<()>>>,
+    stripes: Vec<Arc<Mutex<Option<CachedStream>>>>,
     /// Counts commits in this process: the relay and saga workers wake on its changes.
     pub(crate) committed: watch::Sender<u64>,
     /// Wakes the task that sends the debounced cross-process NOTIFY.
@@ -87,7 +105,7 @@ impl Store {
         let notify_others = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             pool: pool.clone(),
-            stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
+            stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(None))).collect(),
             committed: watch::Sender::new(0),
             notify_others: notify_others.clone(),
             snapshot_interval: snapshot_interval.max(1),
@@ -115,7 +133,7 @@ impl Store {
 
     /// Takes stripe `index`, waiting at most `STREAM_LOCK_WAIT_MAX` (then a conflict: two
     /// units of work that took stripes in opposite orders back off and retry).
-    pub(crate) async fn lock_stripe(&self, index: usize) -> Result<OwnedMutexGuard<()>, StoreError> {
+    pub(crate) async fn lock_stripe(&self, index: usize) -> Result<StripeGuard, StoreError> {
         let stripe = self.inner.stripes[index].clone();
         tokio::time::timeout(STREAM_LOCK_WAIT_MAX, stripe.lock_owned()).await.map_err(|_| StoreError::Conflict)
     }

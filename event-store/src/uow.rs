@@ -9,13 +9,12 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::{Postgres, Row, Transaction};
-use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use crate::error::{is_unique_violation, StoreError};
 use crate::metadata::CommandContext;
 use crate::record::{chain_hash, RecordedEvent};
-use crate::store::{Snapshotted, Store};
+use crate::store::{CachedStream, Snapshotted, Store, StripeGuard};
 
 /// How long a command waits for another attempt with its idempotency key to finish before it
 /// answers "in progress".
@@ -75,8 +74,13 @@ struct StreamHead {
     prev_hash: Vec<u8>,
     sequence: i64,
     snapshot_sequence: i64,
-    state: Option<Box<dyn Any + Send>>,
+    state: Option<Box<dyn Any + Send + Sync>>,
     snapshot: Option<PendingSnapshot>,
+    /// Where the state came from: the stripe's cache (checked at commit if only read) or the
+    /// database.
+    from_cache: bool,
+    /// Whether this unit of work staged events on the stream.
+    written: bool,
 }
 
 struct PendingSnapshot {
@@ -102,7 +106,9 @@ pub struct UnitOfWork {
     claims: Vec<Claim>,
     statements: Vec<(&'static str, PgArguments)>,
     /// Stripes held until the unit of work ends, by index.
-    stream_locks: Vec<(usize, OwnedMutexGuard<()>)>,
+    stream_locks: Vec<(usize, StripeGuard)>,
+    /// A cached state read turned out stale: nothing of this unit of work goes back to the cache.
+    cache_stale: bool,
 }
 
 /// What a committed unit of work returns.
@@ -161,6 +167,7 @@ impl Store {
             claims: Vec::new(),
             statements: Vec::new(),
             stream_locks: Vec::new(),
+            cache_stale: false,
         })))
     }
 
@@ -275,11 +282,21 @@ impl UnitOfWork {
             let state = state.downcast::<A>().expect("a stream holds one aggregate type");
             return Ok((*state, head.sequence));
         }
-        // Streams of one unit of work may share a stripe: take each stripe once.
-        let stripe = self.store.stream_stripe(&format!("{}/{}", stream.0, stream.1));
-        if !self.stream_locks.iter().any(|(held, _)| *held == stripe) {
-            let guard = self.store.lock_stripe(stripe).await?;
-            self.stream_locks.push((stripe, guard));
+        let stripe = self.hold_stripe(stream).await?;
+        if let Some(cached) = take_cached(stripe, stream) {
+            if let Ok(state) = cached.state.downcast::<A>() {
+                let head = StreamHead {
+                    prev_hash: cached.head_hash,
+                    sequence: cached.sequence,
+                    snapshot_sequence: cached.snapshot_sequence,
+                    state: None,
+                    snapshot: None,
+                    from_cache: true,
+                    written: false,
+                };
+                self.heads.insert(stream.clone(), head);
+                return Ok((*state, cached.sequence));
+            }
         }
         let loaded = self.store.load::<A>(self.tx.as_mut().expect("open transaction"), &stream.1, true).await?;
         let head = StreamHead {
@@ -288,9 +305,26 @@ impl UnitOfWork {
             snapshot_sequence: loaded.snapshot_sequence,
             state: None,
             snapshot: None,
+            from_cache: false,
+            written: false,
         };
         self.heads.insert(stream.clone(), head);
         Ok((loaded.aggregate, loaded.sequence))
+    }
+
+    /// Takes the stream's in-process stripe (once: streams of one unit of work may share one)
+    /// and returns its cache slot.
+    async fn hold_stripe(&mut self, stream: &(&'static str, String)) -> Result<&mut StripeGuard, StoreError> {
+        let stripe = self.store.stream_stripe(&format!("{}/{}", stream.0, stream.1));
+        let held = match self.stream_locks.iter().position(|(held, _)| *held == stripe) {
+            Some(held) => held,
+            None => {
+                let guard = self.store.lock_stripe(stripe).await?;
+                self.stream_locks.push((stripe, guard));
+                self.stream_locks.len() - 1
+            }
+        };
+        Ok(&mut self.stream_locks[held].1)
     }
 
     fn keep_state<A: Snapshotted>(&mut self, stream: &(&'static str, String), aggregate: A, sequence: i64) {
@@ -306,6 +340,9 @@ impl UnitOfWork {
         after_sequence: i64,
         events: &[A::Event],
     ) -> Result<(), StoreError> {
+        if let Some(head) = self.heads.get_mut(&(A::TYPE, aggregate_id.to_string())) {
+            head.written |= !events.is_empty();
+        }
         for (offset, event) in events.iter().enumerate() {
             self.staged.push(StagedEvent {
                 aggregate_type: A::TYPE,
@@ -320,7 +357,15 @@ impl UnitOfWork {
     }
 
     pub(crate) fn set_head(&mut self, aggregate_type: &'static str, aggregate_id: &str, prev_hash: Vec<u8>) {
-        let head = StreamHead { prev_hash, sequence: 0, snapshot_sequence: 0, state: None, snapshot: None };
+        let head = StreamHead {
+            prev_hash,
+            sequence: 0,
+            snapshot_sequence: 0,
+            state: None,
+            snapshot: None,
+            from_cache: false,
+            written: true,
+        };
         self.heads.insert((aggregate_type, aggregate_id.to_string()), head);
     }
 
@@ -380,14 +425,73 @@ impl UnitOfWork {
                 false => StoreError::Database(error),
             })?;
         }
+        self.check_cached_reads().await?;
         let heads = std::mem::take(&mut self.heads);
         self.tx.take().expect("open transaction").commit().await?;
         if position.is_some() {
             self.store.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
             self.store.inner.notify_others.notify_one();
         }
-        self.store.write_due_snapshots(heads);
+        let snapshots = self.cache_states(heads, |_| true);
+        self.store.write_due_snapshots(snapshots);
         Ok(Committed { position, outcome })
+    }
+
+    /// A stream only read, from the cache, must still be at the cached sequence: another
+    /// process may have appended to it, and nothing else in this unit of work would notice.
+    async fn check_cached_reads(&mut self) -> Result<(), StoreError> {
+        let (mut types, mut ids, mut sequences) = (Vec::new(), Vec::new(), Vec::new());
+        for ((aggregate_type, aggregate_id), head) in &self.heads {
+            if head.from_cache && !head.written {
+                types.push(aggregate_type.to_string());
+                ids.push(aggregate_id.clone());
+                sequences.push(head.sequence);
+            }
+        }
+        if types.is_empty() {
+            return Ok(());
+        }
+        let moved: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(t, i, s)              JOIN events e ON e.aggregate_type = c.t AND e.aggregate_id = c.i AND e.sequence > c.s)",
+        )
+        .bind(types)
+        .bind(ids)
+        .bind(sequences)
+        .fetch_one(&mut **self.tx())
+        .await?;
+        self.cache_stale = moved;
+        match moved {
+            true => Err(StoreError::Conflict),
+            false => Ok(()),
+        }
+    }
+
+    /// Leaves each stream's state (those `keep` selects) in its stripe's cache for the next
+    /// unit of work, and returns the snapshots that came due with their head hashes.
+    fn cache_states(
+        &mut self,
+        heads: HashMap<(&'static str, String), StreamHead>,
+        keep: impl Fn(&StreamHead) -> bool,
+    ) -> Vec<DueSnapshot> {
+        let mut due = Vec::new();
+        for (key, mut head) in heads {
+            if let Some(snapshot) = head.snapshot.take() {
+                head.snapshot_sequence = snapshot.sequence;
+                due.push(DueSnapshot { key: key.clone(), head_hash: head.prev_hash.clone(), snapshot });
+            }
+            let Some(state) = head.state.take().filter(|_| keep(&head)) else { continue };
+            let stripe = self.store.stream_stripe(&format!("{}/{}", key.0, key.1));
+            if let Some((_, guard)) = self.stream_locks.iter_mut().find(|(held, _)| *held == stripe) {
+                **guard = Some(CachedStream {
+                    key,
+                    sequence: head.sequence,
+                    head_hash: head.prev_hash,
+                    snapshot_sequence: head.snapshot_sequence,
+                    state,
+                });
+            }
+        }
+        due
     }
 
     /// Allocates positions, chains hashes per stream and inserts every staged event in one
@@ -427,9 +531,8 @@ impl UnitOfWork {
 
 impl Store {
     /// Writes snapshots that came due, off the command path: the caller does not wait.
-    fn write_due_snapshots(&self, heads: HashMap<(&'static str, String), StreamHead>) {
-        for ((aggregate_type, aggregate_id), head) in heads {
-            let Some(snapshot) = head.snapshot else { continue };
+    fn write_due_snapshots(&self, due: Vec<DueSnapshot>) {
+        for DueSnapshot { key: (aggregate_type, aggregate_id), head_hash, snapshot } in due {
             let pool = self.pool().clone();
             tokio::spawn(async move {
                 let result = sqlx::query(
@@ -445,7 +548,7 @@ impl Store {
                 .bind(&aggregate_id)
                 .bind(snapshot.schema_version)
                 .bind(snapshot.sequence)
-                .bind(head.prev_hash)
+                .bind(head_hash)
                 .bind(snapshot.state)
                 .execute(&pool)
                 .await;
@@ -462,6 +565,10 @@ impl Drop for UnitOfWork {
     /// sqlx would only queue the rollback until the connection is used again, and until then
     /// the idempotency lock would make a repeat answer "in progress".
     fn drop(&mut self) {
+        // States of streams this unit of work did not write are still the committed ones.
+        let heads = std::mem::take(&mut self.heads);
+        let cache_stale = self.cache_stale;
+        let _rolled_back_snapshots = self.cache_states(heads, |head| !head.written && !cache_stale);
         if let Some(tx) = self.tx.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
@@ -472,6 +579,21 @@ impl Drop for UnitOfWork {
             }
         }
     }
+}
+
+/// Takes the stripe's cached state if it is `stream`'s.
+fn take_cached(stripe: &mut StripeGuard, stream: &(&'static str, String)) -> Option<CachedStream> {
+    match stripe.as_ref() {
+        Some(cached) if cached.key == *stream => stripe.take(),
+        _ => None,
+    }
+}
+
+/// A snapshot to write after commit, with the head hash it was taken at.
+struct DueSnapshot {
+    key: (&'static str, String),
+    head_hash: Vec<u8>,
+    snapshot: PendingSnapshot,
 }
 
 /// Column arrays for one multi-row insert through `UNNEST`.

@@ -41,6 +41,18 @@ pub fn feed_id(base: &str, quote: Currency, index: Option<&str>) -> String {
     format!("{base}/{quote}/{}", index.unwrap_or("-"))
 }
 
+/// Kind of the uniqueness claim every recorded observation takes, so one (feed, source,
+/// observed_at) is recorded once whatever path it comes by (provider poll, backfill, CSV
+/// import, admin entry); the aggregate alone remembers only each source's newest.
+pub const OBSERVATION_CLAIM_KIND: &str = "price_observation";
+
+/// The claim value of an observation: `{feed}|{source}|{observed_at}`, the time in RFC 3339
+/// with microseconds (what the event keeps), so `09:30:00Z` and `09:30:00.000000Z` are one.
+pub fn observation_claim(feed: &str, source: &str, observed_at: DateTime<Utc>) -> String {
+    let observed_at = observed_at.trunc_subsecs(6).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    format!("{feed}|{source}|{observed_at}")
+}
+
 /// One price as a purchase uses it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceObservation {
@@ -503,6 +515,19 @@ mod tests {
     fn feed_ids_name_pair_and_index() {
         assert_eq!(feed_id("CARBON", Currency::Eur, Some("EUA")), "CARBON/EUR/EUA");
         assert_eq!(feed_id("ETH", Currency::Eur, None), "ETH/EUR/-");
+    }
+
+    #[test]
+    fn an_observation_claims_its_feed_source_and_time_to_the_microsecond() {
+        let at_nanos = at(9) + TimeDelta::nanoseconds(1_500);
+        assert_eq!(
+            observation_claim("CARBON/EUR/EUA", "manual", at_nanos),
+            "CARBON/EUR/EUA|manual|2026-01-01T00:09:00.000001Z"
+        );
+        assert_eq!(
+            observation_claim("ETH/EUR/-", "coingecko", at(9)),
+            "ETH/EUR/-|coingecko|2026-01-01T00:09:00.000000Z"
+        );
     }
 
     #[test]

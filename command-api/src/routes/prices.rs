@@ -16,7 +16,7 @@ use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, RequestInfo};
-use crate::commands::{commit_created, run, CommandInput};
+use crate::commands::{run, CommandInput};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
@@ -89,7 +89,24 @@ pub async fn prices_create(
             };
             let executed = uow.execute::<PriceFeed>(&feed, command, &()).await?.map_err(price_rejection)?;
             let body = recorded_body(&feed, &executed.events, &executed.aggregate);
-            commit_created(uow, body, "/api/v1/prices".to_string()).await
+            // One observation per (feed, source, observed_at) whatever path it comes by: the
+            // claim the price ingest takes too (the aggregate remembers only each source's
+            // newest). Committed here rather than by `commit_created` so a taken claim
+            // answers `price_exists`.
+            let claim = domain::price::observation_claim(&feed, MANUAL_SOURCE, observed_at);
+            uow.claim(domain::price::OBSERVATION_CLAIM_KIND, &claim, &format!("PriceFeed/{feed}"));
+            let created = |position| {
+                let mut body = body;
+                body["position"] = json!(position);
+                let location = Some("/api/v1/prices".to_string());
+                event_store::Outcome { location, ..event_store::Outcome::new(201, body) }
+            };
+            match uow.commit(created).await {
+                Err(StoreError::ClaimTaken { kind }) if kind == domain::price::OBSERVATION_CLAIM_KIND => {
+                    Err(price_rejection(PriceError::Exists))
+                }
+                committed => Ok(committed?),
+            }
         }
     })
     .await

@@ -2,16 +2,20 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use command_api::registration::{self, NewUser};
 use domain::user::Role;
+use domain::Currency;
 use event_store::{Begun, CommandContext};
+use price_ingest::csv_import::ImportTarget;
 use uuid::Uuid;
 
-use crate::configuration::{ServeSettings, StoreSettings};
+use crate::configuration::{PriceSettings, ServeSettings, StoreSettings};
 use crate::startup;
 
 #[derive(Debug, Parser)]
@@ -23,8 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the API, the outbox relay and the projectors (or a subset: --components).
-    Serve(ServeSettings),
+    /// Run the API, the outbox relay, the projectors, the saga workers and the price ingest
+    /// (or a subset: --components).
+    Serve(ServeArgs),
     /// Apply pending migrations.
     Migrate(StoreSettings),
     /// Administrative commands.
@@ -37,6 +42,70 @@ pub enum Command {
     /// Benchmarks and fault runs (BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Market prices: import history from CSV, backfill ETH from CoinGecko, a fake provider.
+    #[command(subcommand)]
+    Prices(PricesCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: ServeSettings,
+    #[command(flatten)]
+    pub prices: PriceSettings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricesCommand {
+    /// Record historical prices from a CSV file with the columns Date, Price and Change %
+    /// (as Investing.com's historical data); bad rows are reported by line and skipped.
+    Import(PricesImportArgs),
+    /// Record ETH history from CoinGecko's market chart (ECOLEDGER_COINGECKO_BASE_URL).
+    Backfill(PricesBackfillArgs),
+    /// DEV ONLY: serve CoinGecko's and OilPriceAPI's endpoints with made-up, slowly moving
+    /// prices, for `make run` without internet.
+    FakeProvider(FakeProviderArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PricesImportArgs {
+    #[command(flatten)]
+    pub store: StoreSettings,
+    pub file: PathBuf,
+    /// CARBON or ETH.
+    #[arg(long, default_value = "CARBON")]
+    pub base: String,
+    #[arg(long, default_value = "EUR")]
+    pub quote: String,
+    /// The market index; default `EUA` for CARBON, none for ETH; `-` for none.
+    #[arg(long)]
+    pub index: Option<String>,
+    /// The source the rows are recorded with.
+    #[arg(long, default_value = price_ingest::csv_import::CSV_SOURCE_DEFAULT)]
+    pub source: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PricesBackfillArgs {
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub prices: PriceSettings,
+    /// Start of the history, RFC 3339.
+    #[arg(long)]
+    pub from: String,
+    /// End of the history, RFC 3339; default now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// EUR or USD.
+    #[arg(long, default_value = "EUR")]
+    pub quote: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FakeProviderArgs {
+    #[arg(long, env = "ECOLEDGER_FAKE_PRICES_ADDR", default_value = "127.0.0.1:8091")]
+    pub addr: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,7 +149,7 @@ pub struct ReplayArgs {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Serve(settings) => serve(settings).await,
+            Command::Serve(args) => serve(args).await,
             Command::Migrate(settings) => {
                 let pool = startup::connect_pool(&settings).await?;
                 startup::migrate(&pool).await?;
@@ -91,12 +160,15 @@ impl Cli {
             Command::Verify(settings) => verify(settings).await,
             Command::Replay(args) => replay(args).await,
             Command::Bench(command) => command.run().await,
+            Command::Prices(PricesCommand::Import(args)) => prices_import(args).await,
+            Command::Prices(PricesCommand::Backfill(args)) => prices_backfill(args).await,
+            Command::Prices(PricesCommand::FakeProvider(args)) => prices_fake_provider(args).await,
         }
     }
 }
 
-async fn serve(settings: ServeSettings) -> anyhow::Result<ExitCode> {
-    let server = startup::start(&settings).await?;
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let server = startup::start_with_prices(&args.settings, &args.prices).await?;
     println!("ecoledger listening on http://{}", server.address);
     startup::shutdown_signal().await;
     tracing::info!("shutting down");
@@ -182,5 +254,80 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.projections.join(", "),
         report.events as f64 / seconds.max(1e-9)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Largest CSV file `prices import` reads.
+const IMPORT_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+pub async fn prices_import(args: PricesImportArgs) -> anyhow::Result<ExitCode> {
+    let quote: Currency = args.quote.parse().map_err(|_| anyhow::anyhow!("--quote must be EUR, USD, ETH or CARBON"))?;
+    let index = match args.index.as_deref() {
+        Some("-") => None,
+        Some(index) => Some(index.to_string()),
+        None if args.base == "CARBON" => Some(price_ingest::providers::oilpriceapi::INDEX.to_string()),
+        None => None,
+    };
+    let size = std::fs::metadata(&args.file).with_context(|| format!("Failed to read {}", args.file.display()))?.len();
+    if size > IMPORT_FILE_BYTES_MAX {
+        bail!("{} is larger than {IMPORT_FILE_BYTES_MAX} bytes; split it", args.file.display());
+    }
+    let text =
+        std::fs::read_to_string(&args.file).with_context(|| format!("Failed to read {}", args.file.display()))?;
+    let target = ImportTarget { base: args.base, quote, index, source: args.source };
+    let store = startup::open_store(&args.store).await?;
+    startup::migrate(store.pool()).await?;
+    let report = price_ingest::csv_import::import_csv(&store, &text, &target).await?;
+    for rejection in &report.rejected {
+        println!("line {}: {}", rejection.line, rejection.reason);
+    }
+    println!(
+        "{}: recorded {}, duplicates {}, rejected {}",
+        args.file.display(),
+        report.recorded,
+        report.duplicates,
+        report.rejected.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn prices_backfill(args: PricesBackfillArgs) -> anyhow::Result<ExitCode> {
+    let time = |text: &str, name: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|time| time.to_utc())
+            .map_err(|_| anyhow::anyhow!("--{name} must be an RFC 3339 time such as 2026-01-05T00:00:00Z"))
+    };
+    let from = time(&args.from, "from")?;
+    let to = match args.to.as_deref() {
+        Some(text) => time(text, "to")?,
+        None => Utc::now(),
+    };
+    let quote: Currency = args.quote.parse().map_err(|_| anyhow::anyhow!("--quote must be EUR or USD"))?;
+    let config = args.prices.ingest_config()?;
+    let Some(coingecko) = config.coingecko else {
+        bail!("set ECOLEDGER_COINGECKO_BASE_URL to backfill from CoinGecko")
+    };
+    let http = price_ingest::http::Http::new(config.http).context("Failed to build the HTTP client")?;
+    let store = startup::open_store(&args.store).await?;
+    startup::migrate(store.pool()).await?;
+    let tally = price_ingest::backfill::backfill_eth(&store, &http, &coingecko, quote, from, to).await?;
+    println!(
+        "ETH/{quote} {from} to {to}: recorded {}, duplicates {}, rejected {}",
+        tally.recorded, tally.duplicates, tally.rejected
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prices_fake_provider(args: FakeProviderArgs) -> anyhow::Result<ExitCode> {
+    let listener =
+        tokio::net::TcpListener::bind(&args.addr).await.with_context(|| format!("Failed to bind {}", args.addr))?;
+    let address = listener.local_addr()?;
+    println!("fake price provider listening on http://{address}");
+    println!("  ECOLEDGER_COINGECKO_BASE_URL=http://{address}/api/v3");
+    println!("  ECOLEDGER_CARBON_PRICE_BASE_URL=http://{address}");
+    tokio::select! {
+        served = price_ingest::fake::serve(listener) => served.context("The fake provider stopped")?,
+        _ = startup::shutdown_signal() => {}
+    }
     Ok(ExitCode::SUCCESS)
 }

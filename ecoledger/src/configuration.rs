@@ -5,6 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::Args;
+use price_ingest::config::normalise_base_url;
+use price_ingest::{ApiKey, CarbonPriceConfig, CoinGeckoConfig, CoinGeckoPlan, HttpConfig, IngestConfig};
+use rust_decimal::Decimal;
 
 /// A secret value: `Debug` and `Display` print a placeholder.
 #[derive(Clone)]
@@ -73,14 +76,19 @@ pub struct ServeSettings {
     /// Longest `?min_position=` wait, in milliseconds.
     #[arg(long, env = "ECOLEDGER_MIN_POSITION_WAIT_MS", default_value_t = 5000)]
     pub min_position_wait_ms: u64,
-    /// A price observed longer ago than this many seconds is shown `stale`.
     /// Platform fee on purchases, in basis points of the subtotal (100 = 1 %).
     #[arg(long, env = "ECOLEDGER_FEE_BPS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub fee_bps: u32,
+    /// A price observed longer ago than this many seconds is shown `stale`.
     #[arg(long, env = "ECOLEDGER_PRICE_MAX_AGE_SECS", default_value_t = 3600)]
     pub price_max_age_secs: u64,
-    /// Components to run, comma-separated: api, relay, projections, sagas (default all).
-    #[arg(long, env = "ECOLEDGER_COMPONENTS", value_delimiter = ',', default_value = "api,relay,projections,sagas")]
+    /// Components to run, comma-separated: api, relay, projections, sagas, prices (default all).
+    #[arg(
+        long,
+        env = "ECOLEDGER_COMPONENTS",
+        value_delimiter = ',',
+        default_value = "api,relay,projections,sagas,prices"
+    )]
     pub components: Vec<Component>,
 }
 
@@ -91,6 +99,9 @@ pub enum Component {
     Projections,
     /// Saga workers (competing: run as many as you like).
     Sagas,
+    /// Price ingest: polls the configured providers (run it in one process: others would
+    /// poll the providers again, their observations deduplicated).
+    Prices,
 }
 
 impl ServeSettings {
@@ -106,5 +117,125 @@ impl ServeSettings {
 
     pub fn runs(&self, component: Component) -> bool {
         self.components.contains(&component)
+    }
+}
+
+/// Which price providers are polled, and the ingest's limits. A provider whose base URL is
+/// unset is not polled. Shared by `serve` (the `prices` component) and `prices backfill`.
+#[derive(Debug, Clone, Args)]
+pub struct PriceSettings {
+    /// CoinGecko API up to its version: `https://api.coingecko.com/api/v3` (demo and public
+    /// plans) or `https://pro-api.coingecko.com/api/v3` (paid plans). Unset: not polled.
+    #[arg(long, env = "ECOLEDGER_COINGECKO_BASE_URL")]
+    pub coingecko_base_url: Option<String>,
+    /// CoinGecko API key, sent in the plan's header.
+    #[arg(long, env = "ECOLEDGER_COINGECKO_API_KEY", hide_env_values = true)]
+    pub coingecko_api_key: Option<Secret>,
+    /// `demo` sends the key as `x-cg-demo-api-key`, `pro` as `x-cg-pro-api-key`.
+    #[arg(long, env = "ECOLEDGER_COINGECKO_API_PLAN", value_enum, default_value = "demo")]
+    pub coingecko_api_plan: CoinGeckoApiPlan,
+    /// OilPriceAPI-style endpoint for the EU carbon allowance price in EUR, without the API
+    /// version: `https://api.oilpriceapi.com`. Unset: not polled.
+    #[arg(long, env = "ECOLEDGER_CARBON_PRICE_BASE_URL")]
+    pub carbon_price_base_url: Option<String>,
+    /// Its API key, sent as `Authorization: Token KEY`.
+    #[arg(long, env = "ECOLEDGER_CARBON_PRICE_API_KEY", hide_env_values = true)]
+    pub carbon_price_api_key: Option<Secret>,
+    /// Seconds between two polls of a provider (a failing provider waits longer).
+    #[arg(long, env = "ECOLEDGER_PRICE_POLL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub price_poll_secs: u64,
+    /// Longest wait before the next poll of a provider that keeps failing.
+    #[arg(long, env = "ECOLEDGER_PRICE_BACKOFF_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub price_backoff_max_secs: u64,
+    /// Longest time to connect to a provider, in milliseconds.
+    #[arg(long, env = "ECOLEDGER_PRICE_CONNECT_TIMEOUT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub price_connect_timeout_ms: u64,
+    /// Longest time for one request to a provider, body included, in milliseconds.
+    #[arg(long, env = "ECOLEDGER_PRICE_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub price_request_timeout_ms: u64,
+    /// Attempts of one request that answers 429 or 5xx or times out.
+    #[arg(long, env = "ECOLEDGER_PRICE_RETRY_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub price_retry_attempts: u32,
+    /// First delay before a retry, in milliseconds; doubled per attempt, with jitter.
+    #[arg(long, env = "ECOLEDGER_PRICE_RETRY_DELAY_MS", default_value_t = 500)]
+    pub price_retry_delay_ms: u64,
+    /// A polled price further than this many percent from its feed's latest is refused.
+    #[arg(long, env = "ECOLEDGER_PRICE_JUMP_MAX_PCT", default_value = "50", value_parser = parse_jump_pct)]
+    pub price_jump_max_pct: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CoinGeckoApiPlan {
+    Demo,
+    Pro,
+}
+
+fn parse_jump_pct(text: &str) -> Result<Decimal, String> {
+    match Decimal::from_str_exact(text) {
+        Ok(pct) if pct > Decimal::ZERO => Ok(pct),
+        _ => Err("a positive number of percent, such as 50 or 12.5".to_string()),
+    }
+}
+
+impl Default for PriceSettings {
+    /// No provider, the documented defaults otherwise.
+    fn default() -> Self {
+        PriceSettings {
+            coingecko_base_url: None,
+            coingecko_api_key: None,
+            coingecko_api_plan: CoinGeckoApiPlan::Demo,
+            carbon_price_base_url: None,
+            carbon_price_api_key: None,
+            price_poll_secs: 60,
+            price_backoff_max_secs: 900,
+            price_connect_timeout_ms: 3_000,
+            price_request_timeout_ms: 10_000,
+            price_retry_attempts: 3,
+            price_retry_delay_ms: 500,
+            price_jump_max_pct: Decimal::from(50),
+        }
+    }
+}
+
+impl PriceSettings {
+    /// The ingest's configuration; a base URL that is not an http(s) URL is an error.
+    pub fn ingest_config(&self) -> anyhow::Result<IngestConfig> {
+        let key = |secret: &Option<Secret>| {
+            secret.as_ref().filter(|s| !s.expose().is_empty()).map(|s| ApiKey::new(s.expose()))
+        };
+        Ok(IngestConfig {
+            coingecko: base_url(&self.coingecko_base_url, "ECOLEDGER_COINGECKO_BASE_URL")?.map(|base_url| {
+                CoinGeckoConfig { base_url, api_key: key(&self.coingecko_api_key), plan: self.coingecko_plan() }
+            }),
+            carbon: base_url(&self.carbon_price_base_url, "ECOLEDGER_CARBON_PRICE_BASE_URL")?
+                .map(|base_url| CarbonPriceConfig { base_url, api_key: key(&self.carbon_price_api_key) }),
+            poll_interval: Duration::from_secs(self.price_poll_secs),
+            failure_backoff_max: Duration::from_secs(self.price_backoff_max_secs),
+            jump_max_pct: self.price_jump_max_pct,
+            http: HttpConfig {
+                connect_timeout: Duration::from_millis(self.price_connect_timeout_ms),
+                request_timeout: Duration::from_millis(self.price_request_timeout_ms),
+                attempts_max: self.price_retry_attempts,
+                retry_delay_base: Duration::from_millis(self.price_retry_delay_ms),
+                ..HttpConfig::default()
+            },
+        })
+    }
+}
+
+impl PriceSettings {
+    fn coingecko_plan(&self) -> CoinGeckoPlan {
+        match self.coingecko_api_plan {
+            CoinGeckoApiPlan::Demo => CoinGeckoPlan::Demo,
+            CoinGeckoApiPlan::Pro => CoinGeckoPlan::Pro,
+        }
+    }
+}
+
+/// An empty variable counts as unset (`ECOLEDGER_COINGECKO_BASE_URL=` turns a provider off).
+fn base_url(url: &Option<String>, name: &str) -> anyhow::Result<Option<String>> {
+    match url.as_deref().map(str::trim).filter(|url| !url.is_empty()) {
+        Some(url) => Ok(Some(normalise_base_url(url).map_err(|error| anyhow::anyhow!("{name}: {error}"))?)),
+        None => Ok(None),
     }
 }

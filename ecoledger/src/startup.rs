@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::configuration::{Component, ServeSettings, StoreSettings};
+use crate::configuration::{Component, PriceSettings, ServeSettings, StoreSettings};
 
 /// How long a command waits for a Postgres connection before answering 503.
 const DB_ACQUIRE_WAIT_MAX: Duration = Duration::from_secs(2);
@@ -46,8 +46,14 @@ pub struct Server {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the configured components; returns once the HTTP listener is bound.
+/// Starts the configured components, with no price provider; returns once the HTTP
+/// listener is bound.
 pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
+    start_with_prices(settings, &PriceSettings::default()).await
+}
+
+/// Starts the configured components, the price ingest polling the providers of `prices`.
+pub async fn start_with_prices(settings: &ServeSettings, prices: &PriceSettings) -> anyhow::Result<Server> {
     let store = open_store(&settings.store).await?;
     migrate(store.pool()).await?;
     let bus = Bus::new(&settings.nats_prefix).map_err(anyhow::Error::msg)?;
@@ -63,6 +69,10 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
     if settings.runs(Component::Sagas) {
         tasks.push(tokio::spawn(sagas::SagaWorker::new(store.clone()).run()));
     }
+    let metrics = Arc::new(command_api::telemetry::Metrics::new());
+    if settings.runs(Component::Prices) {
+        tasks.extend(start_price_ingest(&store, prices, &metrics.registry)?);
+    }
     tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
     let listener = TcpListener::bind(&settings.http_addr)
         .await
@@ -73,7 +83,7 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
             store,
             jwt: Arc::new(Jwt::new(&jwt_secret(settings), settings.token_ttl_secs)),
             config: Arc::new(settings.api_config()),
-            metrics: Arc::new(command_api::telemetry::Metrics::new()),
+            metrics,
             nats: Some(nats),
         };
         let app = command_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -85,6 +95,26 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
     }
     tracing::info!(%address, components = ?settings.components, "ecoledger serving");
     Ok(Server { address, tasks })
+}
+
+/// The price ingest's tasks, its counters in `registry` (served at `/metrics` with the API).
+fn start_price_ingest(
+    store: &Store,
+    prices: &PriceSettings,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let config = prices.ingest_config()?;
+    let metrics = price_ingest::IngestMetrics::new();
+    metrics.register(registry).context("Failed to register the price ingest's metrics")?;
+    tracing::info!(
+        coingecko = config.coingecko.as_ref().map(|c| c.base_url.as_str()),
+        carbon = config.carbon.as_ref().map(|c| c.base_url.as_str()),
+        poll_secs = config.poll_interval.as_secs(),
+        "price ingest starting"
+    );
+    let ingest =
+        price_ingest::Ingest::new(store.clone(), config, metrics).context("Failed to build the HTTP client")?;
+    Ok(ingest.spawn())
 }
 
 fn jwt_secret(settings: &ServeSettings) -> Vec<u8> {

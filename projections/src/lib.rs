@@ -24,6 +24,7 @@ use event_store::{RecordedEvent, StoreError};
 use sqlx::PgConnection;
 
 pub use checkpoint::{checkpoint, checkpoints};
+pub use prices::{Prices, PRICE_SOURCE_PRIORITY, PRICE_UPDATES_CHANNEL};
 pub use replay::{rebuild_live, replay_into_schema, ReplayReport};
 pub use runner::Projector;
 
@@ -63,7 +64,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(purchases::Purchases),
         Arc::new(audit::AuditEvents),
         Arc::new(journal::Journal),
-        Arc::new(prices::Prices),
+        Arc::new(prices::Prices::default()),
     ]
 }
 

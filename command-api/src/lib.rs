@@ -6,6 +6,7 @@ pub mod commands;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod price_stream;
 pub mod read;
 pub mod registration;
 pub mod routes;

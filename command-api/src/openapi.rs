@@ -23,12 +23,13 @@ use crate::routes::{audit, auth, health, listings, purchases, reports, transacti
         listings::announcements_update, listings::announcements_cancel,
         purchases::purchases_create, purchases::purchases_get,
         crate::routes::prices::prices_create, crate::routes::prices::prices_list,
+        crate::routes::prices::prices_history, crate::routes::prices::prices_stream,
         audit::audit_events, audit::audit_verify, audit::audit_security,
         reports::reports_trial_balance,
         health::health_live, health::health_ready,
     ),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "audit"), (name = "reports"), (name = "health"))
+    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "prices"), (name = "audit"), (name = "reports"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -51,7 +51,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/purchases/{id}", get(purchases::purchases_get))
         .route("/api/v1/transfers", post(transfers::transfers_create))
         .route("/api/v1/transfers/{id}", get(transfers::transfers_get))
-        .route("/api/v1/prices", post(prices::prices_create).get(prices::prices_list))
+        .merge(prices::routes())
         .route("/api/v1/audit/events", get(audit::audit_events))
         .route("/api/v1/audit/verify", get(audit::audit_verify))
         .route("/api/v1/audit/security", get(audit::audit_security))

@@ -458,3 +458,33 @@ pub async fn spawn_binary(db: &TestDb, prefix: &str, components: &str) -> (tokio
     .expect("ecoledger listens within the deadline");
     (child, base)
 }
+
+/// The built `ecoledger` binary run with `args` and `envs` in a child process (killed on
+/// drop), and what follows `ready_prefix` on the first stdout line that starts with it.
+pub async fn spawn_ecoledger(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    ready_prefix: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"));
+    command.args(args).env("ECOLEDGER_LOG", "error").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the ecoledger binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let rest = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("stdout readable") {
+            if let Some(rest) = line.strip_prefix(ready_prefix) {
+                return rest.to_string();
+            }
+        }
+        panic!("ecoledger {args:?} exited before printing {ready_prefix:?}");
+    })
+    .await
+    .expect("ecoledger is ready within the deadline");
+    // Keep reading so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, rest)
+}

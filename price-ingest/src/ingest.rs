@@ -11,13 +11,13 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::IngestConfig;
-use crate::derive::{derive_carbon_eth, DerivedFrom};
+use crate::derive::{derive_carbon_eth, DerivedFrom, DERIVED_SOURCE};
 use crate::http::{FetchError, Http};
 use crate::metrics::IngestMetrics;
 use crate::providers::coingecko::CoinGecko;
 use crate::providers::oilpriceapi::OilPriceApi;
 use crate::providers::{Provider, Quoted};
-use crate::record::{record_observation, RecordOutcome};
+use crate::record::{record_observation, Observation, RecordOutcome};
 
 /// Doublings of a failing provider's poll interval before the cap takes over anyway.
 const BACKOFF_DOUBLINGS_MAX: u32 = 16;
@@ -134,15 +134,30 @@ impl Ingest {
         let mut last: Option<DerivedFrom> = None;
         loop {
             match derive_carbon_eth(&self.store, &mut last).await {
-                Ok(Some((observation, outcome))) => {
-                    let outcome_label = outcome_label(&outcome);
-                    self.metrics.observed(crate::derive::DERIVED_SOURCE, outcome_label);
-                    tracing::info!(pair = "CARBON/ETH/EUA", price = %observation.price, observed_at = %observation.observed_at, outcome = outcome_label, "derived price");
-                }
+                Ok(Some((observation, outcome))) => self.report_derived(&observation, &outcome),
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "deriving CARBON/ETH failed; retrying after the next round"),
             }
             self.inputs_changed.notified().await;
+        }
+    }
+
+    fn report_derived(&self, observation: &Observation, outcome: &RecordOutcome) {
+        let (source, price, observed_at) = (DERIVED_SOURCE, observation.price, observation.observed_at);
+        match outcome {
+            RecordOutcome::Recorded { .. } => {
+                self.metrics.observed(source, "recorded");
+                tracing::info!(pair = "CARBON/ETH/EUA", %price, %observed_at, "derived price recorded");
+            }
+            // Already derived for this older input's time: the first value stays.
+            RecordOutcome::Duplicate => {
+                self.metrics.observed(source, "duplicate");
+                tracing::debug!(%price, %observed_at, "derived price known");
+            }
+            RecordOutcome::Rejected(rejection) => {
+                self.metrics.rejected(source, rejection.code());
+                tracing::warn!(pair = "CARBON/ETH/EUA", %price, reason = rejection.code(), %rejection, "derived price rejected");
+            }
         }
     }
 }

@@ -25,13 +25,31 @@ services:
 build:
 	cargo build --release -p ecoledger
 
+# DEV ONLY: where `make run` serves made-up prices in CoinGecko's and OilPriceAPI's formats for
+# each provider whose base URL is unset (ECOLEDGER_COINGECKO_BASE_URL,
+# ECOLEDGER_CARBON_PRICE_BASE_URL), polled every 5 s unless ECOLEDGER_PRICE_POLL_SECS says else.
+FAKE_PRICES_ADDR ?= 127.0.0.1:8091
+
 # The password reaches the CLI on stdin, through the environment rather than a command line
 # (so it shows neither in `ps` nor in make's echo); `serve` runs without it.
 # $(value) keeps a `$` literal in a password from the environment (ADMIN_PASSWORD='...' make run);
 # on make's command line write `$$` for `$`.
+# The fake price provider runs in the background and stops with `serve` (the EXIT trap).
 run: export ADMIN_PASSWORD := $(value ADMIN_PASSWORD)
 run: services build
 	@printf '%s' "$$ADMIN_PASSWORD" | $(BIN) admin create --username admin --email admin@example.org --role admin --if-missing
+	@if [ -z "$${ECOLEDGER_COINGECKO_BASE_URL:-}" ] || [ -z "$${ECOLEDGER_CARBON_PRICE_BASE_URL:-}" ]; then \
+		env -u ADMIN_PASSWORD $(BIN) prices fake-provider --addr $(FAKE_PRICES_ADDR) & fake=$$!; \
+		trap 'kill $$fake 2>/dev/null' EXIT; \
+		for _ in $$(seq 100); do \
+			(exec 3<>/dev/tcp/$(subst :,/,$(FAKE_PRICES_ADDR))) 2>/dev/null && break; \
+			kill -0 $$fake 2>/dev/null || { echo "the fake price provider did not start on $(FAKE_PRICES_ADDR) (FAKE_PRICES_ADDR=...)"; exit 1; }; \
+			sleep 0.1; \
+		done; \
+		export ECOLEDGER_COINGECKO_BASE_URL="$${ECOLEDGER_COINGECKO_BASE_URL:-http://$(FAKE_PRICES_ADDR)/api/v3}"; \
+		export ECOLEDGER_CARBON_PRICE_BASE_URL="$${ECOLEDGER_CARBON_PRICE_BASE_URL:-http://$(FAKE_PRICES_ADDR)}"; \
+		export ECOLEDGER_PRICE_POLL_SECS="$${ECOLEDGER_PRICE_POLL_SECS:-5}"; \
+	fi; \
 	env -u ADMIN_PASSWORD $(BIN) serve
 
 # Load scenarios and their same-run pgbench baselines against the EcoLedger that `make run`

@@ -15,6 +15,8 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
 use common::{eventually, spawn_ecoledger, TestApp, TestDb};
 use domain::price::{PriceFeed, PriceFeedEvent};
 use domain::Currency;
+use ecoledger::configuration::{Component, PriceSettings};
+use ecoledger::startup;
 use event_store::{RecordedEvent, Store};
 use price_ingest::{
     ApiKey, CarbonPriceConfig, CoinGeckoConfig, CoinGeckoPlan, HttpConfig, Ingest, IngestConfig, IngestMetrics,
@@ -569,4 +571,50 @@ async fn serve_with_only_the_prices_component_records_prices_from_the_fake_provi
         };
         assert_eq!(source, expected);
     }
+}
+
+#[tokio::test]
+async fn with_every_component_polled_prices_reach_the_prices_api_and_carbon_in_eth_shows_as_derived() {
+    let db = TestDb::create().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_base = format!("http://{}", listener.local_addr().unwrap());
+    let fake = tokio::spawn(price_ingest::fake::serve(listener));
+    let options = common::SpawnOptions {
+        components: vec![Component::Api, Component::Relay, Component::Projections, Component::Sagas, Component::Prices],
+        ..common::SpawnOptions::default()
+    };
+    let settings = common::serve_settings(&db.url, &common::unique_prefix(), &options);
+    let prices = PriceSettings {
+        coingecko_base_url: Some(format!("{fake_base}/api/v3")),
+        carbon_price_base_url: Some(fake_base.clone()),
+        price_poll_secs: 1,
+        ..PriceSettings::default()
+    };
+    let server = startup::start_with_prices(&settings, &prices).await.expect("server starts");
+    let base = format!("http://{}", server.address);
+    let client = reqwest::Client::new();
+    let user = json!({"username": "alice", "email": "alice@example.org", "password": common::PASSWORD});
+    let registered = client.post(format!("{base}/api/v1/users")).json(&user).send().await.unwrap();
+    assert_eq!(registered.status(), reqwest::StatusCode::CREATED);
+    let login = json!({"username": "alice", "password": common::PASSWORD});
+    let token: serde_json::Value =
+        client.post(format!("{base}/api/v1/auth/token")).json(&login).send().await.unwrap().json().await.unwrap();
+    let token = token["access_token"].as_str().expect("a token").to_string();
+
+    let listed = eventually("four pairs in GET /api/v1/prices", || async {
+        let reply = client.get(format!("{base}/api/v1/prices")).bearer_auth(&token).send().await.ok()?;
+        let listed: Vec<serde_json::Value> = reply.json().await.ok()?;
+        (listed.len() == 4).then_some(listed)
+    })
+    .await;
+    let carbon_eth = listed.iter().find(|p| p["base"] == "CARBON" && p["quote"] == "ETH").expect("CARBON/ETH listed");
+    assert_eq!(
+        (&carbon_eth["source"], &carbon_eth["index"], &carbon_eth["derived"]),
+        (&json!("derived"), &json!("EUA"), &json!(true))
+    );
+    assert_eq!(carbon_eth["stale"], false);
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ecoledger_price_observations_total"), "the ingest's counters are served");
+    server.tasks.iter().for_each(|task| task.abort());
+    fake.abort();
 }

@@ -18,8 +18,13 @@ use crate::record::{RecordedEvent, GENESIS_HASH};
 /// Streams are serialised in-process through this many striped locks, so a hot wallet queues
 /// instead of failing on optimistic conflicts (a bounded table, whatever the stream count).
 const STREAM_LOCK_STRIPES: usize = 4096;
-/// How long a command waits for its stream's lock before it counts as a conflict.
+/// How long a command waits for its first stream's lock before it counts as a conflict.
 const STREAM_LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How long a command already holding a stripe waits for another: two units of work taking
+/// stripes in opposite orders (a purchase: listing then wallet; its settlement: wallet then
+/// listing) wait for each other, and the sooner one gives up, retrying from scratch, the
+/// sooner both get through.
+const STREAM_LOCK_NESTED_WAIT_MAX: Duration = Duration::from_millis(50);
 /// A snapshot is written once a stream has grown this many events past its last one.
 pub const SNAPSHOT_INTERVAL_DEFAULT: i64 = 100;
 /// The Postgres channel other processes' relays listen on.
@@ -69,18 +74,54 @@ pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// The state of the stream a stripe served last, as committed (or loaded) under the stripe's
+/// The state of the stream a stripe served last, as written (or loaded) under the stripe's
 /// lock: the next command on a hot stream starts from it instead of reloading. Other writers
 /// (another process, the bulk path) cannot be seen here, so a cached state is only trusted
 /// where a stale one would fail: a write chains from its sequence (the unique
 /// `(aggregate_type, aggregate_id, sequence)` turns a stale one into a conflict and a retry
 /// from the database), and a stream only read is checked at commit.
+///
+/// A unit of work leaves its states here and lets go of its stripes once its statements ran,
+/// before its COMMIT: the next command on the stream works on while the first one's commit
+/// is flushed (and Postgres flushes several commits at once). `pending` says whether the state
+/// is committed yet; a unit of work that started from a pending state commits only after that
+/// one committed, and fails with a conflict (retried from the database) if it did not.
 pub(crate) struct CachedStream {
     pub(crate) key: (&'static str, String),
     pub(crate) sequence: i64,
     pub(crate) head_hash: Vec<u8>,
     pub(crate) snapshot_sequence: i64,
     pub(crate) state: Box<dyn Any + Send + Sync>,
+    pub(crate) pending: Option<PendingCommit>,
+}
+
+/// The outcome of a unit of work's COMMIT as others wait for it: `None` while it runs, then
+/// whether it committed. A sender dropped without an answer counts as not committed.
+pub(crate) type PendingCommit = watch::Receiver<Option<bool>>;
+
+/// Where a pending commit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitState {
+    Running,
+    Committed,
+    Failed,
+}
+
+pub(crate) fn commit_state(pending: &PendingCommit) -> CommitState {
+    match *pending.borrow() {
+        Some(true) => CommitState::Committed,
+        Some(false) => CommitState::Failed,
+        None if pending.has_changed().is_err() => CommitState::Failed,
+        None => CommitState::Running,
+    }
+}
+
+/// Waits until a pending commit ends; whether it committed.
+pub(crate) async fn committed(mut pending: PendingCommit) -> bool {
+    match pending.wait_for(Option::is_some).await {
+        Ok(outcome) => *outcome == Some(true),
+        Err(_) => false,
+    }
 }
 
 /// A held stripe, with the stream state it caches.
@@ -131,11 +172,16 @@ impl Store {
         (hasher.finish() as usize) % STREAM_LOCK_STRIPES
     }
 
-    /// Takes stripe `index`, waiting at most `STREAM_LOCK_WAIT_MAX` (then a conflict: two
-    /// units of work that took stripes in opposite orders back off and retry).
-    pub(crate) async fn lock_stripe(&self, index: usize) -> Result<StripeGuard, StoreError> {
+    /// Takes stripe `index`, waiting at most `STREAM_LOCK_WAIT_MAX`, or
+    /// `STREAM_LOCK_NESTED_WAIT_MAX` when the caller holds stripes already (then a conflict:
+    /// two units of work that took stripes in opposite orders back off and retry).
+    pub(crate) async fn lock_stripe(&self, index: usize, holding_others: bool) -> Result<StripeGuard, StoreError> {
         let stripe = self.inner.stripes[index].clone();
-        tokio::time::timeout(STREAM_LOCK_WAIT_MAX, stripe.lock_owned()).await.map_err(|_| StoreError::Conflict)
+        let wait_max = match holding_others {
+            true => STREAM_LOCK_NESTED_WAIT_MAX,
+            false => STREAM_LOCK_WAIT_MAX,
+        };
+        tokio::time::timeout(wait_max, stripe.lock_owned()).await.map_err(|_| StoreError::Conflict)
     }
 
     /// Loads an aggregate from its snapshot (when `use_snapshot`) and the events after it.

@@ -9,12 +9,15 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::{is_unique_violation, StoreError};
 use crate::metadata::CommandContext;
 use crate::record::{chain_hash, RecordedEvent};
-use crate::store::{CachedStream, Snapshotted, Store, StripeGuard};
+use crate::store::{
+    commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard,
+};
 
 /// How long a command waits for another attempt with its idempotency key to finish before it
 /// answers "in progress".
@@ -81,6 +84,8 @@ struct StreamHead {
     from_cache: bool,
     /// Whether this unit of work staged events on the stream.
     written: bool,
+    /// The commit the state waits for, when it came from a unit of work still committing.
+    pending: Option<PendingCommit>,
 }
 
 struct PendingSnapshot {
@@ -293,6 +298,7 @@ impl UnitOfWork {
                     snapshot: None,
                     from_cache: true,
                     written: false,
+                    pending: cached.pending,
                 };
                 self.heads.insert(stream.clone(), head);
                 return Ok((*state, cached.sequence));
@@ -307,6 +313,7 @@ impl UnitOfWork {
             snapshot: None,
             from_cache: false,
             written: false,
+            pending: None,
         };
         self.heads.insert(stream.clone(), head);
         Ok((loaded.aggregate, loaded.sequence))
@@ -319,7 +326,7 @@ impl UnitOfWork {
         let held = match self.stream_locks.iter().position(|(held, _)| *held == stripe) {
             Some(held) => held,
             None => {
-                let guard = self.store.lock_stripe(stripe).await?;
+                let guard = self.store.lock_stripe(stripe, !self.stream_locks.is_empty()).await?;
                 self.stream_locks.push((stripe, guard));
                 self.stream_locks.len() - 1
             }
@@ -365,6 +372,7 @@ impl UnitOfWork {
             snapshot: None,
             from_cache: false,
             written: true,
+            pending: None,
         };
         self.heads.insert((aggregate_type, aggregate_id.to_string()), head);
     }
@@ -426,13 +434,27 @@ impl UnitOfWork {
             })?;
         }
         self.check_cached_reads().await?;
+        let waits_for: Vec<PendingCommit> = self.heads.values().filter_map(|head| head.pending.clone()).collect();
+        // Every statement ran: the stripes go, and our states with them, marked pending on
+        // this commit, so the next command on these streams need not wait for it.
+        let (outcome_sender, this_commit) = watch::channel(None);
         let heads = std::mem::take(&mut self.heads);
-        self.tx.take().expect("open transaction").commit().await?;
+        let snapshots = self.cache_states(heads, |_| true, Some(this_commit));
+        self.stream_locks.clear();
+        for pending in waits_for {
+            if !committed(pending).await {
+                // Our states built on one that never committed; dropping the sender fails
+                // whoever built on ours. Retried from the database.
+                return Err(StoreError::Conflict);
+            }
+        }
+        let result = self.tx.take().expect("open transaction").commit().await;
+        outcome_sender.send_replace(Some(result.is_ok()));
+        result?;
         if position.is_some() {
             self.store.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
             self.store.inner.notify_others.notify_one();
         }
-        let snapshots = self.cache_states(heads, |_| true);
         self.store.write_due_snapshots(snapshots);
         Ok(Committed { position, outcome })
     }
@@ -467,11 +489,13 @@ impl UnitOfWork {
     }
 
     /// Leaves each stream's state (those `keep` selects) in its stripe's cache for the next
-    /// unit of work, and returns the snapshots that came due with their head hashes.
+    /// unit of work, and returns the snapshots that came due with their head hashes. A stream
+    /// written here waits on `this_commit`; one only read keeps what its state waited on.
     fn cache_states(
         &mut self,
         heads: HashMap<(&'static str, String), StreamHead>,
         keep: impl Fn(&StreamHead) -> bool,
+        this_commit: Option<PendingCommit>,
     ) -> Vec<DueSnapshot> {
         let mut due = Vec::new();
         for (key, mut head) in heads {
@@ -482,12 +506,17 @@ impl UnitOfWork {
             let Some(state) = head.state.take().filter(|_| keep(&head)) else { continue };
             let stripe = self.store.stream_stripe(&format!("{}/{}", key.0, key.1));
             if let Some((_, guard)) = self.stream_locks.iter_mut().find(|(held, _)| *held == stripe) {
+                let pending = match head.written {
+                    true => this_commit.clone(),
+                    false => head.pending,
+                };
                 **guard = Some(CachedStream {
                     key,
                     sequence: head.sequence,
                     head_hash: head.prev_hash,
                     snapshot_sequence: head.snapshot_sequence,
                     state,
+                    pending,
                 });
             }
         }
@@ -568,7 +597,7 @@ impl Drop for UnitOfWork {
         // States of streams this unit of work did not write are still the committed ones.
         let heads = std::mem::take(&mut self.heads);
         let cache_stale = self.cache_stale;
-        let _rolled_back_snapshots = self.cache_states(heads, |head| !head.written && !cache_stale);
+        let _rolled_back_snapshots = self.cache_states(heads, |head| !head.written && !cache_stale, None);
         if let Some(tx) = self.tx.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
@@ -581,11 +610,20 @@ impl Drop for UnitOfWork {
     }
 }
 
-/// Takes the stripe's cached state if it is `stream`'s.
+/// Takes the stripe's cached state if it is `stream`'s and its writer has not failed (then
+/// the state is dropped and the stream loaded from the database).
 fn take_cached(stripe: &mut StripeGuard, stream: &(&'static str, String)) -> Option<CachedStream> {
-    match stripe.as_ref() {
-        Some(cached) if cached.key == *stream => stripe.take(),
-        _ => None,
+    let mut cached = match stripe.as_ref() {
+        Some(cached) if cached.key == *stream => stripe.take()?,
+        _ => return None,
+    };
+    match cached.pending.as_ref().map(commit_state) {
+        Some(CommitState::Failed) => None,
+        Some(CommitState::Committed) => {
+            cached.pending = None;
+            Some(cached)
+        }
+        Some(CommitState::Running) | None => Some(cached),
     }
 }
 

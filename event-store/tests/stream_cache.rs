@@ -94,3 +94,102 @@ async fn a_refused_command_leaves_the_committed_state_cached() {
     assert_eq!(run(&store, wallet, deposit("2.00")).await.unwrap(), "5.00".parse().unwrap());
     assert_eq!(stored_balance(&store, wallet).await, "5.00".parse().unwrap());
 }
+
+/// A deferred trigger that makes a unit of work's COMMIT block on advisory lock 4242 (held by
+/// the test), then fail when the row it checks says so: a commit the test holds open.
+async fn install_held_commit(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE held_commits (fail boolean NOT NULL); \
+         CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_advisory_xact_lock(4242); \
+           IF NEW.fail THEN RAISE EXCEPTION 'commit refused by the test'; END IF; RETURN NULL; END $$; \
+         CREATE CONSTRAINT TRIGGER held_commit AFTER INSERT ON held_commits \
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit();",
+    )
+    .execute(pool)
+    .await
+    .expect("install the held commit");
+}
+
+/// Starts a deposit whose COMMIT blocks until the test lets go of `gate` (then fails if
+/// `fail`), and returns once its statements ran and its stripe is free.
+async fn deposit_with_held_commit(
+    store: &Store,
+    wallet: Uuid,
+    fail: bool,
+) -> tokio::task::JoinHandle<Result<event_store::Committed, StoreError>> {
+    let mut uow = begin(store).await;
+    uow.execute::<Wallet>(&wallet.to_string(), deposit("5.00"), &()).await.unwrap().unwrap();
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    sqlx::Arguments::add(&mut arguments, fail).unwrap();
+    uow.stage_statement("INSERT INTO held_commits (fail) VALUES ($1)", arguments);
+    tokio::spawn(uow.commit(|_| Outcome::new(200, serde_json::Value::Null)))
+}
+
+async fn hold_gate(pool: &sqlx::PgPool) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+    let mut gate = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *gate).await.unwrap();
+    gate
+}
+
+async fn release_gate(mut gate: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *gate).await.unwrap();
+}
+
+/// A second command on a stream runs while the first one's COMMIT is still in flight, and
+/// commits after it.
+#[tokio::test]
+async fn the_next_command_on_a_stream_runs_while_the_previous_commit_is_in_flight() {
+    let pool = test_pool().await;
+    install_held_commit(&pool).await;
+    let store = Store::new(pool.clone());
+    let wallet = Uuid::new_v4();
+    run(&store, wallet, open(wallet)).await.unwrap();
+    let gate = hold_gate(&pool).await;
+    let first = deposit_with_held_commit(&store, wallet, false).await;
+
+    // Without the early release this would wait for the stripe until the first commit ends.
+    let mut second = begin(&store).await;
+    let executed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        second.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()),
+    )
+    .await
+    .expect("the stream is free while the first commit is held")
+    .unwrap()
+    .unwrap();
+    assert_eq!(executed.aggregate.balance, "6.00".parse().unwrap(), "built on the first command's state");
+    assert!(!first.is_finished(), "the first commit is still held");
+    let second = tokio::spawn(second.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+
+    release_gate(gate).await;
+    first.await.unwrap().expect("the first commits");
+    second.await.unwrap().expect("the second commits after it");
+    assert_eq!(stored_balance(&store, wallet).await, "6.00".parse().unwrap());
+}
+
+/// When the first commit fails, the command built on its state fails too (a conflict: the
+/// caller retries from the database), and nothing of either is stored.
+#[tokio::test]
+async fn a_command_built_on_a_commit_that_fails_fails_with_a_conflict() {
+    let pool = test_pool().await;
+    install_held_commit(&pool).await;
+    let store = Store::new(pool.clone());
+    let wallet = Uuid::new_v4();
+    run(&store, wallet, open(wallet)).await.unwrap();
+    let gate = hold_gate(&pool).await;
+    let first = deposit_with_held_commit(&store, wallet, true).await;
+
+    let mut second = begin(&store).await;
+    let executed = second.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();
+    assert_eq!(executed.aggregate.balance, "6.00".parse().unwrap());
+    let second = tokio::spawn(second.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+
+    release_gate(gate).await;
+    assert!(first.await.unwrap().is_err(), "the first commit is refused");
+    let second = second.await.unwrap();
+    assert!(matches!(second, Err(StoreError::Conflict)), "{second:?}");
+    assert_eq!(stored_balance(&store, wallet).await, Decimal::ZERO);
+    // The failed state is not served again: the retry starts from the database.
+    assert_eq!(run(&store, wallet, deposit("1.00")).await.unwrap(), "1.00".parse().unwrap());
+}

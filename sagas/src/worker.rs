@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use event_store::{Store, StoreError, WAKE_CHANNEL};
 use futures::StreamExt;
+use rand::Rng;
 use sqlx::postgres::PgListener;
 use sqlx::Row;
 use uuid::Uuid;
@@ -23,6 +24,8 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Retry delays after a failed step grow to this.
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 const FAILURE_BACKOFF: Duration = Duration::from_millis(500);
+/// Conflicts a step retries at once before it is rescheduled.
+const STEP_CONFLICT_RETRIES_MAX: u32 = 4;
 
 pub struct SagaWorker {
     store: Store,
@@ -100,26 +103,43 @@ impl SagaWorker {
             .collect())
     }
 
+    /// Runs one step; a conflict (another unit of work on the same streams) is retried at
+    /// once a few times, since it is settled within milliseconds, before the step is
+    /// rescheduled like any other failure.
     async fn step(&self, saga: Due) {
-        let (store, id, attempt) = (&self.store, saga.saga_id, saga.attempts);
-        let result = match saga.kind.as_str() {
-            TRANSFER_SAGA => match payload::<TransferSaga>(&saga) {
-                Ok(payload) => transfer::settle(store, id, &payload, attempt).await.map(|_| ()),
-                Err(error) => Err(error),
-            },
-            PURCHASE_SAGA => match payload::<PurchaseSaga>(&saga) {
-                Ok(payload) => purchase::settle(store, id, &payload, attempt).await.map(|_| ()),
-                Err(error) => Err(error),
-            },
-            LISTING_EXPIRY_SAGA => match payload::<ListingExpirySaga>(&saga) {
-                Ok(payload) => listing_expiry::expire(store, id, &payload, attempt).await.map(|_| ()),
-                Err(error) => Err(error),
-            },
-            other => Err(StoreError::corrupt(format!("saga {id}: unknown kind {other}"))),
+        let mut conflicts = 0;
+        let result = loop {
+            match self.run_step(&saga).await {
+                Err(StoreError::Conflict) if conflicts < STEP_CONFLICT_RETRIES_MAX => {
+                    conflicts += 1;
+                    let jitter_ms = rand::rng().random_range(0..=2_u64.pow(conflicts));
+                    tokio::time::sleep(Duration::from_millis(jitter_ms)).await;
+                }
+                result => break result,
+            }
         };
         if let Err(error) = result {
             tracing::warn!(%error, saga_id = %saga.saga_id, attempt = saga.attempts, "saga step failed; will retry");
             self.schedule_retry(&saga, &error.to_string()).await;
+        }
+    }
+
+    async fn run_step(&self, saga: &Due) -> Result<(), StoreError> {
+        let (store, id, attempt) = (&self.store, saga.saga_id, saga.attempts);
+        match saga.kind.as_str() {
+            TRANSFER_SAGA => match payload::<TransferSaga>(saga) {
+                Ok(payload) => transfer::settle(store, id, &payload, attempt).await.map(|_| ()),
+                Err(error) => Err(error),
+            },
+            PURCHASE_SAGA => match payload::<PurchaseSaga>(saga) {
+                Ok(payload) => purchase::settle(store, id, &payload, attempt).await.map(|_| ()),
+                Err(error) => Err(error),
+            },
+            LISTING_EXPIRY_SAGA => match payload::<ListingExpirySaga>(saga) {
+                Ok(payload) => listing_expiry::expire(store, id, &payload, attempt).await.map(|_| ()),
+                Err(error) => Err(error),
+            },
+            other => Err(StoreError::corrupt(format!("saga {id}: unknown kind {other}"))),
         }
     }
 

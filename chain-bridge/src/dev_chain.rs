@@ -1,7 +1,9 @@
-//! A real local Ethereum chain for development and tests: anvil from the npm package
-//! `@foundry-rs/anvil`, whose binary ships inside the platform package
-//! `@foundry-rs/anvil-<os>-<arch>` (installed by `make chain-tools`, pinned in
-//! `chain-bridge/package-lock.json`). No other chain stands in for it.
+//! A real local Ethereum chain for development and tests: anvil, the binary that the npm package
+//! `@foundry-rs/anvil` installs from its platform package `@foundry-rs/anvil-<os>-<arch>`.
+//! `chain-bridge/package.json` depends on `@foundry-rs/anvil-linux-amd64` directly (pinned in
+//! `package-lock.json`, installed by `make chain-tools`): the wrapper package's optional
+//! dependencies name every platform, and a registry that serves only some of them leaves a lock
+//! that `npm ci` refuses. Elsewhere, set [`ANVIL_BIN_ENV`]. No other chain stands in for it.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -276,8 +278,9 @@ impl Drop for DevChain {
 }
 
 /// The anvil binary: [`ANVIL_BIN_ENV`] if set, else the npm platform package's binary under
-/// `chain-bridge/node_modules`. The package's `bin.mjs` wrapper is not used: it runs anvil as
-/// a child of node, which would outlive a killed wrapper.
+/// `chain-bridge/node_modules` (only `anvil-linux-amd64` is in package.json; the other names are
+/// where `npm install` would put the others). Never `@foundry-rs/anvil`'s `bin.mjs`: it runs
+/// anvil as a child of node, which would outlive a killed wrapper.
 pub fn anvil_bin() -> Result<PathBuf, DevChainError> {
     if let Some(bin) = std::env::var_os(ANVIL_BIN_ENV) {
         return Ok(PathBuf::from(bin));

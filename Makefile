@@ -17,7 +17,7 @@ ADMIN_PASSWORD ?= admin-change-me-now
 
 BIN := ./target/release/ecoledger
 
-.PHONY: services build run lint test clean-data bench faults
+.PHONY: services build run lint test clean-data bench faults chain-tools
 
 services:
 	scripts/ensure-services.sh
@@ -65,9 +65,23 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The chain bridge's contract toolchain from chain-bridge/package-lock.json (solc, OpenZeppelin
+# and anvil, whose binary ships in an npm platform package): installed with `npm ci` only when
+# the lock changed since the last install (a stamp in node_modules holds the lock's hash).
+# No install scripts run: none of these packages needs one offline.
+CHAIN_TOOLS_STAMP := chain-bridge/node_modules/.ecoledger-lock-sha256
+chain-tools:
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: run scripts/ensure-services.sh (or apt-get install nodejs npm)"; exit 1; }
+	@sum="$$(sha256sum chain-bridge/package-lock.json | cut -d' ' -f1)"; \
+	if [ "$$(cat $(CHAIN_TOOLS_STAMP) 2>/dev/null)" != "$$sum" ]; then \
+		npm ci --prefix chain-bridge --ignore-scripts --no-audit --no-fund; \
+		echo "$$sum" > $(CHAIN_TOOLS_STAMP); \
+	fi
+
 # Tests create their own databases off DATABASE_URL and start private Postgres instances with
 # the initdb/pg_ctl found in ECOLEDGER_PG_BIN (computed after `services` may have installed them).
-test: services lint
+# The chain bridge's tests run anvil and node from `chain-tools`.
+test: services lint chain-tools
 	export ECOLEDGER_PG_BIN="$${ECOLEDGER_PG_BIN:-$$(scripts/pg-bin.sh)}"; \
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \

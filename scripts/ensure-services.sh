@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services EcoLedger needs are reachable on this machine:
 #   - PostgreSQL >= 13 on 127.0.0.1:5432, role `postgres` usable over TCP, database `ecoledger`;
-#   - NATS with JetStream on 127.0.0.1:4222 (started with the repository's nats.conf).
+#   - NATS with JetStream on 127.0.0.1:4222 (started with the repository's nats.conf);
+#   - node and npm, for the chain bridge's contract toolchain and dev chain (make chain-tools).
 # Installs them from Debian packages when absent (Debian 12) and starts them without systemd.
 # Idempotent: prints nothing when everything is already fine (-v prints a summary anyway).
 #
@@ -326,9 +327,20 @@ ensure_nats() {
     nats_check_jetstream
 }
 
+# ---- Node.js ----------------------------------------------------------------------------------
+# npm installs chain-bridge/package-lock.json (solc, OpenZeppelin, anvil); node runs its compiler.
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1; then
+        apt_install nodejs npm
+    elif ! command -v npm >/dev/null 2>&1; then
+        apt_install npm
+    fi
+}
+
 # ---- main -------------------------------------------------------------------------------------
 ensure_postgres
 ensure_nats
+ensure_node
 
 if ((CHANGED || VERBOSE)); then
     say "ready: PostgreSQL on 127.0.0.1:$PG_PORT (database $DB), NATS with JetStream on 127.0.0.1:$NATS_PORT"

@@ -446,6 +446,7 @@ async fn measure(
     let cpu_before = CpuReading::take(context.server);
     let samples = drive::drive(context.api, &plan, workload).await;
     let cpu_after = CpuReading::take(context.server);
+    let memory_after = context.server.and_then(ServerProcess::memory_mib);
     let pg_after = settled_reading(context.ledger).await;
     let completed = samples.completed;
     let delta = |before: Option<f64>, after: Option<f64>| before.zip(after).map(|(b, a)| a - b);
@@ -478,6 +479,8 @@ async fn measure(
         queries: samples.queries,
         server_cpu_secs,
         server_cpu_ms_per_completed: server_cpu_secs.and_then(|cpu| per_completed(cpu * 1000.0)),
+        server_rss_mib: memory_after.map(|(now, _)| now),
+        server_rss_peak_mib: memory_after.map(|(_, peak)| peak),
         bench_cpu_secs: delta(cpu_before.bench, cpu_after.bench),
         machine_cpu_busy,
         pg_commits,

@@ -107,6 +107,10 @@ pub struct ScenarioReport {
     pub queries: u64,
     pub server_cpu_secs: Option<f64>,
     pub server_cpu_ms_per_completed: Option<f64>,
+    /// The server's resident memory right after the load (`VmRSS`), MiB.
+    pub server_rss_mib: Option<f64>,
+    /// The server's highest resident memory since it started (`VmHWM`), MiB: setup included.
+    pub server_rss_peak_mib: Option<f64>,
     /// The load generator's own CPU time (it shares the machine).
     pub bench_cpu_secs: Option<f64>,
     /// Busy share of all the machine's cores while the scenario ran (0 to 1).
@@ -178,13 +182,13 @@ impl LoadReport {
         let _ = writeln!(
             out,
             "| scenario | wallets | accepted | accepted/s | done | done/s | server CPU s | CPU ms/done | \
-             bench CPU s | machine busy | PG commits/done | net of our GETs |"
+             server RSS MiB | peak so far | bench CPU s | machine busy | PG commits/done | net of our GETs |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for s in &self.scenarios {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 s.scenario.name(),
                 s.wallets,
                 s.accepted,
@@ -193,6 +197,8 @@ impl LoadReport {
                 s.completed_per_sec,
                 num(s.server_cpu_secs, 1),
                 num(s.server_cpu_ms_per_completed, 2),
+                num(s.server_rss_mib, 0),
+                num(s.server_rss_peak_mib, 0),
                 num(s.bench_cpu_secs, 1),
                 s.machine_cpu_busy.map_or_else(|| "-".to_string(), |busy| format!("{:.0} %", busy * 100.0)),
                 num(s.pg_commits_per_completed, 1),

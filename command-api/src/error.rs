@@ -194,6 +194,10 @@ fn claim_taken(kind: &str) -> ApiError {
             ApiError::conflict("duplicate_reference", "a transaction with this reference exists")
         }
         crate::claims::REVERSAL => ApiError::conflict("already_reversed", "this transaction was already reversed"),
+        domain::price::OBSERVATION_CLAIM_KIND => {
+            let exists = domain::price::PriceError::Exists;
+            ApiError::conflict(exists.code(), exists.to_string())
+        }
         other => {
             tracing::error!(kind = other, "unmapped claim");
             ApiError::conflict("already_exists", "this resource already exists")

@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 use event_store::{Store, StoreError};
 use sqlx::{Connection, PgConnection};
 
-use crate::runner::CATCH_UP_BATCH_MAX;
 use crate::Projection;
+
+/// Events a replay reads and applies per transaction: larger than a live catch-up's batch, as
+/// nobody waits on a replay's individual events and each batch costs a round of statements
+/// per projection and a commit.
+const REPLAY_BATCH_MAX: i64 = 5_000;
+/// Batches read ahead while the previous ones are applied.
+const REPLAY_READ_AHEAD: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct ReplayReport {
@@ -37,10 +43,11 @@ pub async fn replay_into_schema(
     let up_to = to_position.min(store.published_position().await?);
     let mut conn = store.pool().acquire().await?;
     create_schema(&mut conn, projections, schema).await?;
+    let mut batches = read_ahead(store.clone(), up_to);
     let mut position = 0;
     let mut events_applied = 0;
-    loop {
-        let events = store.read_range(&mut conn, position, up_to, CATCH_UP_BATCH_MAX).await?;
+    while let Some(events) = batches.recv().await {
+        let events = events?;
         let Some(last) = events.last().map(|e| e.position) else { break };
         let mut tx = conn.begin().await?;
         sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
@@ -60,6 +67,36 @@ pub async fn replay_into_schema(
         position,
         elapsed: started.elapsed(),
     })
+}
+
+/// Reads the events up to `up_to` in batches on a connection of its own, a few batches ahead
+/// of the caller: reading and decoding overlap with applying. Ends after the last batch, or
+/// after an error.
+fn read_ahead(
+    store: Store,
+    up_to: i64,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<event_store::RecordedEvent>, StoreError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(REPLAY_READ_AHEAD);
+    tokio::spawn(async move {
+        let mut conn = match store.pool().acquire().await {
+            Ok(conn) => conn,
+            Err(error) => return drop(sender.send(Err(error.into())).await),
+        };
+        let mut position = 0;
+        loop {
+            let batch = store.read_range(&mut conn, position, up_to, REPLAY_BATCH_MAX).await;
+            let last = batch.as_ref().ok().and_then(|events| events.last().map(|e| e.position));
+            let failed = batch.is_err();
+            if sender.send(batch).await.is_err() || failed {
+                return;
+            }
+            match last {
+                Some(last) => position = last,
+                None => return,
+            }
+        }
+    });
+    receiver
 }
 
 async fn create_schema(

@@ -23,7 +23,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, RequestInfo};
-use crate::commands::{run, CommandInput};
+use crate::commands::{commit_created, run, CommandInput};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use crate::price_stream::{PriceStreamHub, PriceUpdate, PRICE_STREAMS_MAX};
@@ -99,22 +99,10 @@ pub async fn prices_create(
             let body = recorded_body(&feed, &executed.events, &executed.aggregate);
             // One observation per (feed, source, observed_at) whatever path it comes by: the
             // claim the price ingest takes too (the aggregate remembers only each source's
-            // newest). Committed here rather than by `commit_created` so a taken claim
-            // answers `price_exists`.
+            // newest). A taken one answers `price_exists` (see `claim_taken`).
             let claim = domain::price::observation_claim(&feed, MANUAL_SOURCE, observed_at);
             uow.claim(domain::price::OBSERVATION_CLAIM_KIND, &claim, &format!("PriceFeed/{feed}"));
-            let created = |position| {
-                let mut body = body;
-                body["position"] = json!(position);
-                let location = Some("/api/v1/prices".to_string());
-                event_store::Outcome { location, ..event_store::Outcome::new(201, body) }
-            };
-            match uow.commit(created).await {
-                Err(StoreError::ClaimTaken { kind }) if kind == domain::price::OBSERVATION_CLAIM_KIND => {
-                    Err(price_rejection(PriceError::Exists))
-                }
-                committed => Ok(committed?),
-            }
+            commit_created(uow, body, "/api/v1/prices".to_string()).await
         }
     })
     .await

@@ -112,7 +112,7 @@ impl<A: Snapshotted> EventStore<A> for PgEventStore<A> {
             Begun::Fresh(uow) => *uow,
             Begun::Replayed(_) => unreachable!("no idempotency key was given"),
         };
-        uow.set_head(A::TYPE, &context.aggregate_id, context.head_hash);
+        uow.set_head(A::TYPE, &context.aggregate_id, context.head_hash).await.map_err(to_aggregate_error)?;
         uow.stage::<A>(&context.aggregate_id, context.sequence, &events).map_err(to_aggregate_error)?;
         let ok = |_| Outcome::new(200, serde_json::Value::Null);
         uow.commit(ok).await.map_err(to_aggregate_error)?;

@@ -363,7 +363,19 @@ impl UnitOfWork {
         Ok(())
     }
 
-    pub(crate) fn set_head(&mut self, aggregate_type: &'static str, aggregate_id: &str, prev_hash: Vec<u8>) {
+    /// Registers a stream whose head the caller loaded itself (the cqrs-es path), under the
+    /// stream's stripe, dropping a state of it the stripe may cache: these events bypass it.
+    pub(crate) async fn set_head(
+        &mut self,
+        aggregate_type: &'static str,
+        aggregate_id: &str,
+        prev_hash: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let stream = (aggregate_type, aggregate_id.to_string());
+        let stripe = self.hold_stripe(&stream).await?;
+        if stripe.as_ref().is_some_and(|cached| cached.key == stream) {
+            **stripe = None;
+        }
         let head = StreamHead {
             prev_hash,
             sequence: 0,
@@ -374,7 +386,8 @@ impl UnitOfWork {
             written: true,
             pending: None,
         };
-        self.heads.insert((aggregate_type, aggregate_id.to_string()), head);
+        self.heads.insert(stream, head);
+        Ok(())
     }
 
     /// Claims `value` of `kind` (a username, an email, a reference) for `owner`, at commit.

@@ -193,3 +193,30 @@ async fn a_command_built_on_a_commit_that_fails_fails_with_a_conflict() {
     // The failed state is not served again: the retry starts from the database.
     assert_eq!(run(&store, wallet, deposit("1.00")).await.unwrap(), "1.00".parse().unwrap());
 }
+
+/// The cqrs-es path writes without the cache; the next unit of work must not start from the
+/// state cached before it.
+#[tokio::test]
+async fn events_appended_through_the_cqrs_es_store_replace_the_cached_state() {
+    use cqrs_es::EventStore;
+    let pool = test_pool().await;
+    let store = Store::new(pool.clone());
+    let wallet = Uuid::new_v4();
+    run(&store, wallet, open(wallet)).await.unwrap();
+    let cqrs_store = event_store::pg_event_store::PgEventStore::<Wallet>::new(store.clone());
+    let context = cqrs_store.load_aggregate(&wallet.to_string()).await.unwrap();
+    let deposited = domain::wallet::WalletEvent::Deposited {
+        currency: domain::Currency::Eur,
+        transaction_id: Uuid::new_v4(),
+        amount: common::eur("7.00"),
+        reference: "bulk".into(),
+        counter_account: domain::accounts::SystemAccount::External,
+        balance_after: "7.00".parse().unwrap(),
+    };
+    cqrs_store.commit(vec![deposited], context, Default::default()).await.unwrap();
+    assert_eq!(
+        run(&store, wallet, deposit("1.00")).await.unwrap(),
+        "8.00".parse().unwrap(),
+        "no conflict, no stale state"
+    );
+}

@@ -934,6 +934,7 @@ async fn an_auditor_reads_every_event_in_position_order_and_every_chain_verifies
     assert_eq!(positions.last(), Some(&head));
     for event in &events {
         assert!(event["payload"].as_object().is_some_and(|p| !p.is_empty()), "{event}");
+        assert_eq!(event["metadata"]["actor"], event["actor"], "metadata comes from the stored event: {event}");
         assert!(!event["event_type"].as_str().unwrap_or("").is_empty(), "{event}");
     }
     let types = strings(&events, "event_type");

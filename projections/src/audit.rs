@@ -18,11 +18,10 @@ impl Projection for AuditEvents {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
-        let metadata = serde_json::to_value(&event.metadata).map_err(StoreError::corrupt)?;
         sqlx::query(
             "INSERT INTO rm_audit_events (position, aggregate_type, aggregate_id, sequence, event_type, \
-             event_version, actor, occurred_at, payload, metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             event_version, actor, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(event.position)
         .bind(&event.aggregate_type)
@@ -32,8 +31,6 @@ impl Projection for AuditEvents {
         .bind(&event.event_version)
         .bind(event.metadata.get(event_store::metadata::ACTOR))
         .bind(occurred_at(event)?)
-        .bind(&event.payload)
-        .bind(metadata)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -46,9 +43,9 @@ impl Projection for AuditEvents {
         }
         sqlx::query(
             "INSERT INTO rm_audit_events (position, aggregate_type, aggregate_id, sequence, event_type, \
-             event_version, actor, occurred_at, payload, metadata) \
+             event_version, actor, occurred_at) \
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
-                                  $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[])",
+                                  $7::text[], $8::timestamptz[])",
         )
         .bind(columns.positions)
         .bind(columns.aggregate_types)
@@ -58,8 +55,6 @@ impl Projection for AuditEvents {
         .bind(columns.event_versions)
         .bind(columns.actors)
         .bind(columns.occurred_at)
-        .bind(columns.payloads)
-        .bind(columns.metadata)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -77,8 +72,6 @@ struct AuditColumns {
     event_versions: Vec<String>,
     actors: Vec<Option<String>>,
     occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
-    payloads: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
 }
 
 impl AuditColumns {
@@ -91,8 +84,6 @@ impl AuditColumns {
         self.event_versions.push(event.event_version.clone());
         self.actors.push(event.metadata.get(event_store::metadata::ACTOR).cloned());
         self.occurred_at.push(occurred_at(event)?);
-        self.payloads.push(event.payload.clone());
-        self.metadata.push(serde_json::to_value(&event.metadata).map_err(StoreError::corrupt)?);
         Ok(())
     }
 }

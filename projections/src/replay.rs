@@ -12,9 +12,9 @@ use crate::Projection;
 /// Events a replay reads and applies per transaction: larger than a live catch-up's batch, as
 /// nobody waits on a replay's individual events and each batch costs a round of statements
 /// per projection and a commit.
-const REPLAY_BATCH_MAX: i64 = 5_000;
+const REPLAY_BATCH_MAX: i64 = 2_000;
 /// Batches read ahead while the previous ones are applied.
-const REPLAY_READ_AHEAD: usize = 2;
+const REPLAY_READ_AHEAD: usize = 1;
 
 #[derive(Debug, Clone)]
 pub struct ReplayReport {

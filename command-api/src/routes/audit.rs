@@ -63,32 +63,39 @@ pub async fn audit_events(
     let limit = page_limit(query.limit)?;
     let position = position_of(&state, &["audit_events"], consistency.0).await?;
     let rows = sqlx::query(
-        "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, actor, occurred_at, payload, metadata \
-         FROM rm_audit_events WHERE position > $1 ORDER BY position LIMIT $2",
+        "SELECT a.position, a.aggregate_type, a.aggregate_id, a.sequence, a.event_type, a.event_version, a.actor, \
+                a.occurred_at, e.canonical \
+         FROM rm_audit_events a JOIN events e ON e.position = a.position \
+         WHERE a.position > $1 ORDER BY a.position LIMIT $2",
     )
     .bind(after)
     .bind(limit + 1)
     .fetch_all(state.store.pool())
     .await?;
     let more = rows.len() as i64 > limit;
-    let items: Vec<AuditEvent> = rows
-        .iter()
-        .take(limit as usize)
-        .map(|row| AuditEvent {
-            position: row.get("position"),
-            aggregate_type: row.get("aggregate_type"),
-            aggregate_id: row.get("aggregate_id"),
-            sequence: row.get("sequence"),
-            event_type: row.get("event_type"),
-            event_version: row.get("event_version"),
-            actor: row.get("actor"),
-            occurred_at: row.get("occurred_at"),
-            payload: row.get("payload"),
-            metadata: row.get("metadata"),
-        })
-        .collect();
+    let items = rows.iter().take(limit as usize).map(audit_event).collect::<Result<Vec<_>, ApiError>>()?;
     let next_after = more.then(|| items.last().map(|e| e.position)).flatten();
     Ok(with_position(position, axum::Json(AuditEventsPage { items, next_after })))
+}
+
+/// A row of the audit read model, with its payload and metadata from the stored event.
+fn audit_event(row: &sqlx::postgres::PgRow) -> Result<AuditEvent, ApiError> {
+    let stored = event_store::RecordedEvent::from_canonical(row.get("canonical")).map_err(|error| {
+        tracing::error!(%error, position = row.get::<i64, _>("position"), "a stored event does not parse");
+        ApiError::internal()
+    })?;
+    Ok(AuditEvent {
+        position: row.get("position"),
+        aggregate_type: row.get("aggregate_type"),
+        aggregate_id: row.get("aggregate_id"),
+        sequence: row.get("sequence"),
+        event_type: row.get("event_type"),
+        event_version: row.get("event_version"),
+        actor: row.get("actor"),
+        occurred_at: row.get("occurred_at"),
+        payload: stored.payload,
+        metadata: serde_json::to_value(&stored.metadata).map_err(|_| ApiError::internal())?,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

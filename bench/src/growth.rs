@@ -52,7 +52,7 @@ pub struct ReplayArgs {
 
 async fn open_store(database_url: &str) -> anyhow::Result<Store> {
     let pool =
-        PgPoolOptions::new().max_connections(4).connect(database_url).await.context("Failed to connect to Postgres")?;
+        PgPoolOptions::new().max_connections(6).connect(database_url).await.context("Failed to connect to Postgres")?;
     event_store::MIGRATOR.run(&pool).await.context("Failed to apply migrations")?;
     Ok(Store::new(pool))
 }

@@ -100,27 +100,28 @@ async fn a_wallet_with_thousands_of_bulk_events_keeps_its_balance_and_gets_a_sna
     assert!(verify.ok(), "{:?}", verify.first_problem);
 }
 
-/// Measures command latency on a new wallet and on one with 100,000 events. Run with
+/// Measures command latency on a new wallet and on one with 100,000 events (or
+/// `ECOLEDGER_GROWTH_EVENTS`). Run with
 /// `cargo test --release -p ecoledger --test growth -- --ignored --nocapture`.
 #[tokio::test]
 #[ignore = "measurement: prints figures, takes about a minute"]
 async fn measure_command_latency_on_a_new_wallet_and_on_a_100k_event_wallet() {
-    const EVENTS: usize = 100_000;
+    let events: usize = std::env::var("ECOLEDGER_GROWTH_EVENTS").map_or(100_000, |n| n.parse().expect("a count"));
     const SAMPLES: usize = 200;
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     let fresh = app.register("fresh").await.wallet("EUR");
     let grown = app.register("grown").await.wallet("EUR");
     let seeding = Instant::now();
-    seed_deposits(&app, grown, EVENTS).await;
-    println!("seeded {EVENTS} events in {:.1?}", seeding.elapsed());
+    seed_deposits(&app, grown, events).await;
+    println!("seeded {events} events in {:.1?}", seeding.elapsed());
     let first = Instant::now();
     app.deposit(&admin, grown, "1").await;
     println!("first command on the grown wallet (full load, snapshot written after): {:.1?}", first.elapsed());
     deposit_latencies(&app, &admin, fresh, 20).await; // warm-up
     let on_fresh = deposit_latencies(&app, &admin, fresh, SAMPLES).await;
     let on_grown = deposit_latencies(&app, &admin, grown, SAMPLES).await;
-    for (name, sorted) in [("new wallet", &on_fresh), ("100k-event wallet", &on_grown)] {
+    for (name, sorted) in [("new wallet", &on_fresh), ("grown wallet", &on_grown)] {
         println!(
             "{name}: p50 {:.2?} p95 {:.2?} p99 {:.2?} max {:.2?}",
             percentile(sorted, 0.5),

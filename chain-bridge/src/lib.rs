@@ -5,10 +5,14 @@
 //! contracts. The bridge's flows (withdrawals, deposits, retirements, anchoring, reconciliation)
 //! come on top of it.
 
+pub mod bridge;
 pub mod contracts;
 pub mod deploy;
 pub mod dev_chain;
+pub mod identity;
 
+pub use bridge::{Bridge, BridgeConfig, BridgeError, ChainInfo, Network};
 pub use contracts::{ref_uuid, uuid_ref, CarbonStaking, CarbonToken, LedgerAnchor, EVM_VERSION};
 pub use deploy::{deploy, DeployConfig, DeployError, Deployment};
 pub use dev_chain::{DevChain, DevChainConfig, DevChainError};
+pub use identity::{ChainIdentity, ContractAddresses, IdentityError, RecordedIdentity};

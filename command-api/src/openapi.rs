@@ -26,10 +26,11 @@ use crate::routes::{audit, auth, health, listings, purchases, reports, transacti
         crate::routes::prices::prices_history, crate::routes::prices::prices_stream,
         audit::audit_events, audit::audit_verify, audit::audit_security,
         reports::reports_trial_balance,
+        crate::routes::chain::chain_info,
         health::health_live, health::health_ready,
     ),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "prices"), (name = "audit"), (name = "reports"), (name = "health"))
+    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "prices"), (name = "audit"), (name = "reports"), (name = "chain"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -40,4 +40,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// For readiness only; the command path never uses NATS.
     pub nats: Option<async_nats::Client>,
+    /// The chain bridge's view of its chain; `None` where this process runs no bridge.
+    pub chain: Option<Arc<dyn crate::routes::chain::ChainInfoSource>>,
 }

@@ -15,7 +15,7 @@ use event_store::{Begun, CommandContext};
 use price_ingest::csv_import::ImportTarget;
 use uuid::Uuid;
 
-use crate::configuration::{PriceSettings, ServeSettings, StoreSettings};
+use crate::configuration::{parse_key, ChainSettings, PriceSettings, Secret, ServeSettings, StoreSettings};
 use crate::startup;
 
 #[derive(Debug, Parser)]
@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the API, the outbox relay, the projectors, the saga workers and the price ingest
     /// (or a subset: --components).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending migrations.
     Migrate(StoreSettings),
     /// Administrative commands.
@@ -45,6 +45,48 @@ pub enum Command {
     /// Market prices: import history from CSV, backfill ETH from CoinGecko, a fake provider.
     #[command(subcommand)]
     Prices(PricesCommand),
+    /// The chain bridge's chain: deploy the contracts, show the chain's info.
+    #[command(subcommand)]
+    Chain(ChainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Deploy CarbonToken, CarbonStaking and LedgerAnchor at ECOLEDGER_ETH_RPC_URL with
+    /// ECOLEDGER_ETH_DEPLOY_KEY (which keeps no role), and print their addresses.
+    Deploy(ChainDeployArgs),
+    /// The chain's id, contracts, bridge address and pause state (without ECOLEDGER_ETH_RPC_URL:
+    /// the dev chain recorded in Postgres, while `ecoledger serve` runs it).
+    Info(ChainInfoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChainDeployArgs {
+    #[command(flatten)]
+    pub chain: ChainSettings,
+    /// The deploying key (hex); it pays for the deployment and gets no role.
+    #[arg(long, env = "ECOLEDGER_ETH_DEPLOY_KEY", hide_env_values = true)]
+    pub deploy_key: Secret,
+    /// The cold key's address: the contracts' admin.
+    #[arg(long)]
+    pub admin: String,
+    /// Seconds an admin transfer waits before the new admin may accept it.
+    #[arg(long, default_value_t = 2 * 86_400)]
+    pub admin_delay_secs: u64,
+    /// Token units (0.001 tCO2e) the bridge may mint per UTC day.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub daily_mint_cap: u64,
+    /// Seconds a stake stays locked.
+    #[arg(long, default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub staking_minimum_lock_secs: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChainInfoArgs {
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub chain: ChainSettings,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +95,8 @@ pub struct ServeArgs {
     pub settings: ServeSettings,
     #[command(flatten)]
     pub prices: PriceSettings,
+    #[command(flatten)]
+    pub chain: ChainSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,7 +193,7 @@ pub struct ReplayArgs {
 impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Migrate(settings) => {
                 let pool = startup::connect_pool(&settings).await?;
                 startup::migrate(&pool).await?;
@@ -163,15 +207,22 @@ impl Cli {
             Command::Prices(PricesCommand::Import(args)) => prices_import(args).await,
             Command::Prices(PricesCommand::Backfill(args)) => prices_backfill(args).await,
             Command::Prices(PricesCommand::FakeProvider(args)) => prices_fake_provider(args).await,
+            Command::Chain(ChainCommand::Deploy(args)) => chain_deploy(args).await,
+            Command::Chain(ChainCommand::Info(args)) => chain_info(args).await,
         }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let server = startup::start_with_prices(&args.settings, &args.prices).await?;
+    let server = startup::start_with_chain(&args.settings, &args.prices, &args.chain).await?;
     println!("ecoledger listening on http://{}", server.address);
+    if let Some(bridge) = &server.bridge {
+        let identity = &bridge.identity().identity;
+        println!("chain {} at {} (token {})", identity.chain_id, bridge.rpc_url(), identity.contracts.carbon_token);
+    }
     startup::shutdown_signal().await;
     tracing::info!("shutting down");
+    server.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -329,5 +380,62 @@ async fn prices_fake_provider(args: FakeProviderArgs) -> anyhow::Result<ExitCode
         served = price_ingest::fake::serve(listener) => served.context("The fake provider stopped")?,
         _ = startup::shutdown_signal() => {}
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn chain_deploy(args: ChainDeployArgs) -> anyhow::Result<ExitCode> {
+    let Some(url) = args.chain.rpc_url()? else { bail!("set ECOLEDGER_ETH_RPC_URL to the chain to deploy on") };
+    let deployer = parse_key(Some(&args.deploy_key), "ECOLEDGER_ETH_DEPLOY_KEY")?
+        .ok_or_else(|| anyhow::anyhow!("set ECOLEDGER_ETH_DEPLOY_KEY"))?;
+    let bridge = args.chain.signer()?.ok_or_else(|| {
+        anyhow::anyhow!("set ECOLEDGER_ETH_SIGNER_KEY: the bridge's hot key gets BRIDGE_ROLE and PAUSER_ROLE")
+    })?;
+    let admin: chain_bridge::bridge::Address =
+        args.admin.trim().parse().map_err(|_| anyhow::anyhow!("--admin is not an address: {}", args.admin))?;
+    if admin == bridge.address() || admin == deployer.address() {
+        bail!("--admin must be a separate cold key, neither the signer nor the deploy key");
+    }
+    let config = chain_bridge::DeployConfig {
+        admin,
+        bridge: bridge.address(),
+        pauser: bridge.address(),
+        admin_delay_secs: args.admin_delay_secs,
+        daily_mint_cap: args.daily_mint_cap.try_into().expect("u64 fits U256"),
+        staking_minimum_lock_secs: args.staking_minimum_lock_secs,
+    };
+    let provider = chain_bridge::bridge::signing_provider(url, deployer);
+    let deployment = chain_bridge::deploy(&provider, &config).await.context("Deployment failed")?;
+    println!("ECOLEDGER_CARBON_TOKEN_ADDRESS={}", deployment.token);
+    println!("ECOLEDGER_STAKING_ADDRESS={}", deployment.staking);
+    println!("ECOLEDGER_ANCHOR_ADDRESS={}", deployment.anchor);
+    println!("# deployed at block {}; admin {admin}, bridge {}", deployment.first_block, bridge.address());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn chain_info(args: ChainInfoArgs) -> anyhow::Result<ExitCode> {
+    let pool = startup::connect_pool(&args.store).await?;
+    startup::migrate(&pool).await?;
+    let signer = args.chain.signer()?.map(|signer| signer.address());
+    let info = chain_bridge::bridge::read_info(
+        &pool,
+        args.chain.rpc_url()?,
+        args.chain.contracts()?,
+        signer,
+        args.chain.eth_confirmations,
+    )
+    .await?;
+    println!("chain_id {}", info.chain_id);
+    println!("carbon_token {}", info.contracts.carbon_token);
+    println!("staking {}", info.contracts.staking);
+    println!("anchor {}", info.contracts.anchor);
+    match info.bridge_address {
+        Some(address) => println!("bridge_address {address}"),
+        None => println!("bridge_address unknown (ECOLEDGER_ETH_SIGNER_KEY unset)"),
+    }
+    match info.confirmations {
+        Some(confirmations) => println!("confirmations {confirmations}"),
+        None => println!("confirmations finalized"),
+    }
+    println!("paused {}", info.paused);
     Ok(ExitCode::SUCCESS)
 }

@@ -82,12 +82,13 @@ pub struct ServeSettings {
     /// A price observed longer ago than this many seconds is shown `stale`.
     #[arg(long, env = "ECOLEDGER_PRICE_MAX_AGE_SECS", default_value_t = 3600)]
     pub price_max_age_secs: u64,
-    /// Components to run, comma-separated: api, relay, projections, sagas, prices (default all).
+    /// Components to run, comma-separated: api, relay, projections, sagas, prices, bridge
+    /// (default all).
     #[arg(
         long,
         env = "ECOLEDGER_COMPONENTS",
         value_delimiter = ',',
-        default_value = "api,relay,projections,sagas,prices"
+        default_value = "api,relay,projections,sagas,prices,bridge"
     )]
     pub components: Vec<Component>,
 }
@@ -102,6 +103,8 @@ pub enum Component {
     /// Price ingest: polls the configured providers (run it in one process: others would
     /// poll the providers again, their observations deduplicated).
     Prices,
+    /// The chain bridge, when a chain is configured (one process: it starts the dev chain).
+    Bridge,
 }
 
 impl ServeSettings {
@@ -236,6 +239,157 @@ impl PriceSettings {
 fn base_url(url: &Option<String>, name: &str) -> anyhow::Result<Option<String>> {
     match url.as_deref().map(str::trim).filter(|url| !url.is_empty()) {
         Some(url) => Ok(Some(normalise_base_url(url).map_err(|error| anyhow::anyhow!("{name}: {error}"))?)),
+        None => Ok(None),
+    }
+}
+
+/// The chain bridge's chain (README, "Chain bridge"). Neither `ECOLEDGER_ETH_DEV_CHAIN` nor
+/// `ECOLEDGER_ETH_RPC_URL`: no bridge runs, and `GET /api/v1/chain/info` answers 503
+/// `chain_not_configured`. Shared by `serve` and the `chain` subcommands.
+#[derive(Clone, Args)]
+pub struct ChainSettings {
+    /// DEV ONLY: start a local anvil (state under `<data dir>/anvil`, a block a second) and
+    /// deploy the contracts on it with anvil's well-known dev keys at its first start.
+    #[arg(long, env = "ECOLEDGER_ETH_DEV_CHAIN", default_value_t = false, action = clap::ArgAction::Set,
+        num_args = 0..=1, default_missing_value = "true", value_parser = parse_flag)]
+    pub eth_dev_chain: bool,
+    /// JSON-RPC endpoint of the chain's node (may hold an API key: never logged or stored).
+    #[arg(long, env = "ECOLEDGER_ETH_RPC_URL", hide_env_values = true)]
+    pub eth_rpc_url: Option<Secret>,
+    /// The bridge's hot key (hex private key; `BRIDGE_ROLE`). Unset on the dev chain: the
+    /// dev hot key.
+    #[arg(long, env = "ECOLEDGER_ETH_SIGNER_KEY", hide_env_values = true)]
+    pub eth_signer_key: Option<Secret>,
+    /// Blocks a mint or deposit waits for (default 2 on the dev chain; unset elsewhere: only
+    /// the `finalized` block counts).
+    #[arg(long, env = "ECOLEDGER_ETH_CONFIRMATIONS")]
+    pub eth_confirmations: Option<u64>,
+    #[arg(long, env = "ECOLEDGER_CARBON_TOKEN_ADDRESS")]
+    pub carbon_token_address: Option<String>,
+    #[arg(long, env = "ECOLEDGER_STAKING_ADDRESS")]
+    pub staking_address: Option<String>,
+    #[arg(long, env = "ECOLEDGER_ANCHOR_ADDRESS")]
+    pub anchor_address: Option<String>,
+    /// Where the dev chain keeps its state (`<dir>/anvil`).
+    #[arg(long, env = "ECOLEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+    /// DEV ONLY: the dev chain's block time in milliseconds.
+    #[arg(long, env = "ECOLEDGER_ETH_DEV_BLOCK_TIME_MS", default_value_t = 1000, hide = true,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub eth_dev_block_time_ms: u64,
+}
+
+/// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`; empty is false.
+fn parse_flag(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("1 or 0 (true or false)".to_string()),
+    }
+}
+
+impl fmt::Debug for ChainSettings {
+    /// The RPC URL and the key print as placeholders (`Secret`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainSettings")
+            .field("eth_dev_chain", &self.eth_dev_chain)
+            .field("eth_rpc_url", &self.eth_rpc_url)
+            .field("eth_signer_key", &self.eth_signer_key)
+            .field("eth_confirmations", &self.eth_confirmations)
+            .field("carbon_token_address", &self.carbon_token_address)
+            .field("staking_address", &self.staking_address)
+            .field("anchor_address", &self.anchor_address)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl Default for ChainSettings {
+    /// No chain.
+    fn default() -> Self {
+        ChainSettings {
+            eth_dev_chain: false,
+            eth_rpc_url: None,
+            eth_signer_key: None,
+            eth_confirmations: None,
+            carbon_token_address: None,
+            staking_address: None,
+            anchor_address: None,
+            data_dir: "./data".into(),
+            eth_dev_block_time_ms: 1000,
+        }
+    }
+}
+
+impl ChainSettings {
+    /// The dev chain with its state under `data_dir`.
+    pub fn dev(data_dir: impl Into<std::path::PathBuf>) -> Self {
+        ChainSettings { eth_dev_chain: true, data_dir: data_dir.into(), ..ChainSettings::default() }
+    }
+
+    /// The RPC URL, when set and not empty.
+    pub fn rpc_url(&self) -> anyhow::Result<Option<chain_bridge::bridge::Url>> {
+        match self.eth_rpc_url.as_ref().map(|s| s.expose().trim()).filter(|s| !s.is_empty()) {
+            // The URL may carry an API key: the error does not quote it.
+            Some(url) => Ok(Some(url.parse().map_err(|_| anyhow::anyhow!("ECOLEDGER_ETH_RPC_URL is not a URL"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The hot key, when set and not empty.
+    pub fn signer(&self) -> anyhow::Result<Option<chain_bridge::bridge::PrivateKeySigner>> {
+        parse_key(self.eth_signer_key.as_ref(), "ECOLEDGER_ETH_SIGNER_KEY")
+    }
+
+    /// The configured contracts: all three addresses, or none.
+    pub fn contracts(&self) -> anyhow::Result<Option<chain_bridge::ContractAddresses>> {
+        let address = |text: &Option<String>, name: &str| -> anyhow::Result<Option<chain_bridge::bridge::Address>> {
+            match text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                Some(text) => Ok(Some(text.parse().map_err(|_| anyhow::anyhow!("{name} is not an address: {text}"))?)),
+                None => Ok(None),
+            }
+        };
+        let token = address(&self.carbon_token_address, "ECOLEDGER_CARBON_TOKEN_ADDRESS")?;
+        let staking = address(&self.staking_address, "ECOLEDGER_STAKING_ADDRESS")?;
+        let anchor = address(&self.anchor_address, "ECOLEDGER_ANCHOR_ADDRESS")?;
+        match (token, staking, anchor) {
+            (Some(carbon_token), Some(staking), Some(anchor)) => {
+                Ok(Some(chain_bridge::ContractAddresses { carbon_token, staking, anchor }))
+            }
+            (None, None, None) => Ok(None),
+            _ => anyhow::bail!(
+                "set all three of ECOLEDGER_CARBON_TOKEN_ADDRESS, ECOLEDGER_STAKING_ADDRESS and \
+                 ECOLEDGER_ANCHOR_ADDRESS, or none"
+            ),
+        }
+    }
+
+    /// The bridge's configuration; `None` when no chain is configured. The dev chain and an
+    /// RPC URL together are refused: which one is the chain would be a guess.
+    pub fn bridge_config(&self) -> anyhow::Result<Option<chain_bridge::BridgeConfig>> {
+        let rpc_url = self.rpc_url()?;
+        let network = match (self.eth_dev_chain, rpc_url) {
+            (true, Some(_)) => anyhow::bail!("set ECOLEDGER_ETH_DEV_CHAIN or ECOLEDGER_ETH_RPC_URL, not both"),
+            (true, None) => {
+                if self.contracts()?.is_some() {
+                    anyhow::bail!("the dev chain deploys its own contracts: unset the ECOLEDGER_*_ADDRESS variables");
+                }
+                chain_bridge::Network::Dev {
+                    data_dir: self.data_dir.clone(),
+                    block_time: Duration::from_millis(self.eth_dev_block_time_ms),
+                }
+            }
+            (false, Some(url)) => chain_bridge::Network::Rpc { url, contracts: self.contracts()? },
+            (false, None) => return Ok(None),
+        };
+        Ok(Some(chain_bridge::BridgeConfig { network, signer: self.signer()?, confirmations: self.eth_confirmations }))
+    }
+}
+
+/// A hex private key from a secret; the error never quotes it.
+pub fn parse_key(key: Option<&Secret>, name: &str) -> anyhow::Result<Option<chain_bridge::bridge::PrivateKeySigner>> {
+    match key.map(|s| s.expose().trim()).filter(|s| !s.is_empty()) {
+        Some(key) => Ok(Some(key.parse().map_err(|_| anyhow::anyhow!("{name} is not a hex private key"))?)),
         None => Ok(None),
     }
 }

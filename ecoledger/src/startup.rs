@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use command_api::routes::chain::{ChainContracts, ChainInfo, ChainInfoSource};
 use command_api::{AppState, Jwt};
 use event_store::{Bus, Relay, Store};
 use projections::Projector;
@@ -12,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::configuration::{Component, PriceSettings, ServeSettings, StoreSettings};
+use crate::configuration::{ChainSettings, Component, PriceSettings, ServeSettings, StoreSettings};
 
 /// How long a command waits for a Postgres connection before answering 503.
 const DB_ACQUIRE_WAIT_MAX: Duration = Duration::from_secs(2);
@@ -44,6 +45,21 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
 pub struct Server {
     pub address: std::net::SocketAddr,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The chain bridge, when a chain is configured and this process runs the bridge.
+    pub bridge: Option<Arc<chain_bridge::Bridge>>,
+}
+
+impl Server {
+    /// Stops the dev chain (writing its state) and aborts the tasks.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(bridge) = self.bridge {
+            // Stopping anvil waits for it to write its state: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || bridge.stop()).await;
+        }
+    }
 }
 
 /// Starts the configured components, with no price provider; returns once the HTTP
@@ -54,6 +70,16 @@ pub async fn start(settings: &ServeSettings) -> anyhow::Result<Server> {
 
 /// Starts the configured components, the price ingest polling the providers of `prices`.
 pub async fn start_with_prices(settings: &ServeSettings, prices: &PriceSettings) -> anyhow::Result<Server> {
+    start_with_chain(settings, prices, &ChainSettings::default()).await
+}
+
+/// Starts the configured components, the bridge on the chain of `chain` (none configured: no
+/// bridge). A chain that is not the one the ledger recorded fails the start.
+pub async fn start_with_chain(
+    settings: &ServeSettings,
+    prices: &PriceSettings,
+    chain: &ChainSettings,
+) -> anyhow::Result<Server> {
     let store = open_store(&settings.store).await?;
     migrate(store.pool()).await?;
     let bus = Bus::new(&settings.nats_prefix).map_err(anyhow::Error::msg)?;
@@ -74,6 +100,14 @@ pub async fn start_with_prices(settings: &ServeSettings, prices: &PriceSettings)
         tasks.extend(start_price_ingest(&store, prices, &metrics.registry)?);
     }
     tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
+    let bridge = match chain.bridge_config()? {
+        Some(config) if settings.runs(Component::Bridge) => Some(start_bridge(&store, &config).await?),
+        Some(_) => None,
+        None => {
+            tracing::info!("no chain configured (ECOLEDGER_ETH_DEV_CHAIN, ECOLEDGER_ETH_RPC_URL): no chain bridge");
+            None
+        }
+    };
     let listener = TcpListener::bind(&settings.http_addr)
         .await
         .with_context(|| format!("Failed to bind {}", settings.http_addr))?;
@@ -85,6 +119,7 @@ pub async fn start_with_prices(settings: &ServeSettings, prices: &PriceSettings)
             config: Arc::new(settings.api_config()),
             metrics,
             nats: Some(nats),
+            chain: bridge.clone().map(|bridge| Arc::new(BridgeInfo(bridge)) as Arc<dyn ChainInfoSource>),
         };
         let app = command_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         tasks.push(tokio::spawn(async move {
@@ -94,7 +129,35 @@ pub async fn start_with_prices(settings: &ServeSettings, prices: &PriceSettings)
         }));
     }
     tracing::info!(%address, components = ?settings.components, "ecoledger serving");
-    Ok(Server { address, tasks })
+    Ok(Server { address, tasks, bridge })
+}
+
+async fn start_bridge(store: &Store, config: &chain_bridge::BridgeConfig) -> anyhow::Result<Arc<chain_bridge::Bridge>> {
+    tracing::info!(?config, "chain bridge starting");
+    let bridge = chain_bridge::Bridge::start(store.pool(), config).await.context("The chain bridge cannot start")?;
+    Ok(Arc::new(bridge))
+}
+
+/// The API's view of the chain, read through the bridge.
+struct BridgeInfo(Arc<chain_bridge::Bridge>);
+
+impl ChainInfoSource for BridgeInfo {
+    fn chain_info(&self) -> futures::future::BoxFuture<'_, Result<ChainInfo, String>> {
+        Box::pin(async move {
+            let info = self.0.info().await.map_err(|error| error.to_string())?;
+            Ok(ChainInfo {
+                chain_id: info.chain_id,
+                contracts: ChainContracts {
+                    carbon_token: info.contracts.carbon_token.to_checksum(None),
+                    staking: info.contracts.staking.to_checksum(None),
+                    anchor: info.contracts.anchor.to_checksum(None),
+                },
+                bridge_address: info.bridge_address.map(|a| a.to_checksum(None)).unwrap_or_default(),
+                confirmations: info.confirmations,
+                paused: info.paused,
+            })
+        })
+    }
 }
 
 /// The price ingest's tasks, its counters in `registry` (served at `/metrics` with the API).

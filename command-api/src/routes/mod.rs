@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod chain;
 pub mod health;
 pub mod listings;
 pub mod prices;
@@ -55,6 +56,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/audit/events", get(audit::audit_events))
         .route("/api/v1/audit/verify", get(audit::audit_verify))
         .route("/api/v1/audit/security", get(audit::audit_security))
+        .route("/api/v1/chain/info", get(chain::chain_info))
         .route("/api/v1/reports/trial-balance", get(reports::reports_trial_balance))
         .route("/health/live", get(health::health_live))
         .route("/health/ready", get(health::health_ready))

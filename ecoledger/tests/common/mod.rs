@@ -488,3 +488,57 @@ pub async fn spawn_ecoledger(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, rest)
 }
+
+// The chain bridge (tests/chain_identity.rs).
+
+/// The dev chain's block time in the tests: deployments take a few blocks.
+pub const TEST_DEV_BLOCK_TIME_MS: u64 = 100;
+
+/// Settings of a dev chain with its state under `data_dir`, mining every
+/// [`TEST_DEV_BLOCK_TIME_MS`].
+pub fn dev_chain_settings(data_dir: &std::path::Path) -> ecoledger::configuration::ChainSettings {
+    ecoledger::configuration::ChainSettings {
+        eth_dev_block_time_ms: TEST_DEV_BLOCK_TIME_MS,
+        ..ecoledger::configuration::ChainSettings::dev(data_dir)
+    }
+}
+
+impl TestApp {
+    /// Starts a server with the chain bridge on `chain` over `db` (the database is shared, not
+    /// moved: a start refused leaves it to the caller).
+    pub async fn try_spawn_with_chain(
+        db: &TestDb,
+        prefix: &str,
+        chain: &ecoledger::configuration::ChainSettings,
+    ) -> anyhow::Result<TestApp> {
+        let options = SpawnOptions { components: vec![Component::Api, Component::Bridge], ..SpawnOptions::default() };
+        let settings = serve_settings(&db.url, prefix, &options);
+        let prices = ecoledger::configuration::PriceSettings::default();
+        let server = startup::start_with_chain(&settings, &prices, chain).await?;
+        let db = TestDb { name: db.name.clone(), url: db.url.clone(), pool: db.pool.clone() };
+        Ok(TestApp {
+            base: format!("http://{}", server.address),
+            client: reqwest::Client::new(),
+            store: Store::new(db.pool.clone()),
+            db,
+            prefix: prefix.to_string(),
+            settings,
+            server,
+        })
+    }
+
+    /// The bridge this server runs.
+    pub fn bridge(&self) -> &chain_bridge::Bridge {
+        self.server.bridge.as_deref().expect("the server runs the chain bridge")
+    }
+
+    /// Stops the server's tasks and its dev chain, which writes its state.
+    pub async fn stop_chain(mut self) {
+        for task in &self.server.tasks {
+            task.abort();
+        }
+        if let Some(bridge) = self.server.bridge.take() {
+            tokio::task::spawn_blocking(move || bridge.stop()).await.expect("the dev chain stops");
+        }
+    }
+}

@@ -225,3 +225,50 @@ fn differences(recorded: &RecordedIdentity, current: &RecordedIdentity) -> Vec<S
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded() -> RecordedIdentity {
+        RecordedIdentity {
+            identity: ChainIdentity {
+                chain_id: 31337,
+                genesis_hash: B256::repeat_byte(1),
+                contracts: ContractAddresses {
+                    carbon_token: Address::repeat_byte(0x11),
+                    staking: Address::repeat_byte(0x22),
+                    anchor: Address::repeat_byte(0x33),
+                },
+                code_hashes: [B256::repeat_byte(0xa), B256::repeat_byte(0xb), B256::repeat_byte(0xc)],
+            },
+            is_dev_chain: true,
+            dev_rpc_url: Some("http://127.0.0.1:1".into()),
+            first_block: Some(1),
+        }
+    }
+
+    #[test]
+    fn every_difference_but_the_dev_rpc_url_is_a_different_chain() {
+        type Change = fn(&mut RecordedIdentity);
+        let cases: &[(&str, Change, Option<&str>)] = &[
+            ("same chain", |_| {}, None),
+            ("new dev port", |c| c.dev_rpc_url = Some("http://127.0.0.1:2".into()), None),
+            ("chain id", |c| c.identity.chain_id = 1, Some("chain id is 1, recorded 31337")),
+            ("genesis", |c| c.identity.genesis_hash = B256::repeat_byte(2), Some("genesis block hash is")),
+            ("token code", |c| c.identity.code_hashes[0] = B256::repeat_byte(0xf), Some("CarbonToken's code at")),
+            ("no anchor code", |c| c.identity.code_hashes[2] = empty_code_hash(), Some("no LedgerAnchor code")),
+            ("staking moved", |c| c.identity.contracts.staking = Address::ZERO, Some("CarbonStaking is configured at")),
+            ("not the dev chain", |c| c.is_dev_chain = false, Some("configured for a chain at ECOLEDGER_ETH_RPC_URL")),
+        ];
+        for (name, change, expected) in cases {
+            let mut current = recorded();
+            change(&mut current);
+            match (compare(&recorded(), &current), expected) {
+                (Ok(()), None) => {}
+                (Err(error), Some(text)) => assert!(error.to_string().contains(text), "{name}: {error}"),
+                (outcome, _) => panic!("{name}: {outcome:?}"),
+            }
+        }
+    }
+}

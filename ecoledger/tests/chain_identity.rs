@@ -102,7 +102,9 @@ async fn a_different_chain_at_the_same_database_is_refused() {
         Err(error) => format!("{error:#}"),
     };
     assert!(error.contains("not the ledger's chain"), "{error}");
-    assert!(error.contains("genesis block hash is"), "{error}");
+    // Anvil's genesis hash depends on the second it started: two fresh chains within one
+    // second share it, and only the missing code tells them apart.
+    assert!(error.contains("genesis block hash is") || error.contains("no CarbonToken code at"), "{error}");
 
     // `ecoledger serve` exits non-zero with the reason, and stops the anvil it started.
     let other = tempfile::tempdir().unwrap();

@@ -125,6 +125,7 @@ impl DevChain {
         if let Some(block_time) = config.block_time {
             command.args(["--block-time", &block_time.as_secs_f64().to_string()]);
         }
+        stop_with_parent(&mut command);
         let child = command
             .stdin(Stdio::null())
             .stdout(log)
@@ -295,6 +296,31 @@ pub fn anvil_bin() -> Result<PathBuf, DevChainError> {
     };
     Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/@foundry-rs").join(package).join("bin/anvil"))
 }
+
+/// On Linux, anvil gets SIGTERM (and writes its state) when the thread that started it dies,
+/// so a killed `ecoledger serve` (SIGKILL: no `Drop` runs) leaves no anvil behind. That is the
+/// starting thread, not the process: a tokio worker or a test's thread, which live as long as
+/// the runtime that owns the chain.
+#[cfg(target_os = "linux")]
+fn stop_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl(2) and getppid(2).
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died before prctl took effect: no signal will come.
+            if libc::getppid() == 1 {
+                return Err(io::Error::other("the parent exited while anvil started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stop_with_parent(_command: &mut Command) {}
 
 fn io_error(action: String) -> impl FnOnce(io::Error) -> DevChainError {
     move |source| DevChainError::Io { action, source }

@@ -9,8 +9,7 @@ DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ecoledger
 NATS_URL ?= nats://127.0.0.1:4222
 # DEV ONLY: a well-known secret. Any deployment must set its own ECOLEDGER_JWT_SECRET.
 ECOLEDGER_JWT_SECRET ?= dev-only-insecure-jwt-secret-do-not-use-outside-localhost
-ECOLEDGER_ETH_DEV_CHAIN ?= 1
-export DATABASE_URL NATS_URL ECOLEDGER_JWT_SECRET ECOLEDGER_ETH_DEV_CHAIN
+export DATABASE_URL NATS_URL ECOLEDGER_JWT_SECRET
 
 # DEV ONLY: password of the first admin, created by `make run` when no admin exists yet.
 ADMIN_PASSWORD ?= admin-change-me-now
@@ -35,8 +34,12 @@ FAKE_PRICES_ADDR ?= 127.0.0.1:8091
 # $(value) keeps a `$` literal in a password from the environment (ADMIN_PASSWORD='...' make run);
 # on make's command line write `$$` for `$`.
 # The fake price provider runs in the background and stops with `serve` (the EXIT trap).
+# DEV ONLY: `serve` starts the dev chain (anvil from `chain-tools`, state under ./data/anvil)
+# and deploys the contracts with anvil's well-known keys at its first start. Only `run` sets
+# ECOLEDGER_ETH_DEV_CHAIN: tests and fault runs spawning `serve` must not start a chain.
 run: export ADMIN_PASSWORD := $(value ADMIN_PASSWORD)
-run: services build
+run: export ECOLEDGER_ETH_DEV_CHAIN ?= 1
+run: services chain-tools build
 	@printf '%s' "$$ADMIN_PASSWORD" | $(BIN) admin create --username admin --email admin@example.org --role admin --if-missing
 	@if [ -z "$${ECOLEDGER_COINGECKO_BASE_URL:-}" ] || [ -z "$${ECOLEDGER_CARBON_PRICE_BASE_URL:-}" ]; then \
 		env -u ADMIN_PASSWORD $(BIN) prices fake-provider --addr $(FAKE_PRICES_ADDR) & fake=$$!; \

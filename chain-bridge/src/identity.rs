@@ -79,12 +79,24 @@ pub async fn read_identity<P: Provider>(
     contracts: ContractAddresses,
 ) -> Result<ChainIdentity, IdentityError> {
     let chain_id = provider.get_chain_id().await?;
-    let genesis = provider.get_block_by_number(BlockNumberOrTag::Number(0)).await?.ok_or(IdentityError::NoGenesis)?;
+    let genesis_hash = genesis_hash(provider).await?;
     let mut code_hashes = [B256::ZERO; 3];
     for (slot, (_, address)) in code_hashes.iter_mut().zip(contracts.named()) {
         *slot = keccak256(provider.get_code_at(address).await?);
     }
-    Ok(ChainIdentity { chain_id, genesis_hash: genesis.header.hash, contracts, code_hashes })
+    Ok(ChainIdentity { chain_id, genesis_hash, contracts, code_hashes })
+}
+
+/// The genesis block's hash, as block 1 names its parent; block 0's own hash only on a chain
+/// that has not mined block 1 yet. Anvil restarted with `--state` makes a new genesis block of
+/// its own (timestamped at the restart) next to the loaded one, and `eth_getBlockByNumber(0)`
+/// answers either of them from one restart to the next; block 1's parent is the loaded one.
+async fn genesis_hash<P: Provider>(provider: &P) -> Result<B256, IdentityError> {
+    if let Some(first) = provider.get_block_by_number(BlockNumberOrTag::Number(1)).await? {
+        return Ok(first.header.parent_hash);
+    }
+    let genesis = provider.get_block_by_number(BlockNumberOrTag::Number(0)).await?.ok_or(IdentityError::NoGenesis)?;
+    Ok(genesis.header.hash)
 }
 
 /// The recorded identity, if the ledger has used a chain before.

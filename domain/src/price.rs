@@ -3,7 +3,8 @@
 //! the ledger itself and a replay sees the same one.
 //!
 //! Every accepted observation is recorded, older ones included (they are history); only the
-//! observation with the newest `observed_at` is the feed's latest, and a tie keeps the first.
+//! observation with the newest `observed_at` is the feed's latest; a tie goes to the source first
+//! in [`SOURCE_PRIORITY`], and between sources of equal rank the first recorded stays.
 //! The state stays bounded: the latest observation, and the newest `observed_at` of at most
 //! [`SOURCES_TRACKED_MAX`] sources for the duplicate check.
 
@@ -35,6 +36,18 @@ pub const INDEX_LEN_MAX: usize = 16;
 pub const SOURCE_LEN_MAX: usize = 32;
 /// Longest price text parsed; a longer well-formed number is out of range.
 const PRICE_TEXT_LEN_MAX: usize = 48;
+
+/// Which source wins when two observations of a feed share the newest `observed_at`: the one
+/// listed first; sources not listed rank after every listed one, and between two of equal rank
+/// the first recorded stays. Fixed in code, not a setting: the feed aggregate (what purchases
+/// price from), the `prices` read model and every replay must agree on the latest, and a
+/// setting could differ between processes or between a run and a later replay.
+pub const SOURCE_PRIORITY: &[&str] = &["manual", "coingecko", "oilpriceapi", "csv", "derived"];
+
+/// A source's rank in [`SOURCE_PRIORITY`] (lower wins).
+pub fn source_rank(source: &str) -> usize {
+    SOURCE_PRIORITY.iter().position(|listed| *listed == source).unwrap_or(SOURCE_PRIORITY.len())
+}
 
 /// The stream id of a feed: `BASE/QUOTE/INDEX`, `-` without an index.
 pub fn feed_id(base: &str, quote: Currency, index: Option<&str>) -> String {
@@ -279,7 +292,11 @@ impl Aggregate for PriceFeed {
             let oldest = self.source_latest.iter().min_by_key(|(_, at)| **at).map(|(name, _)| name.clone());
             self.source_latest.remove(&oldest.expect("the map is not empty"));
         }
-        if self.latest.as_ref().is_none_or(|latest| observed_at > latest.observed_at) {
+        let replaces = |latest: &PriceObservation| {
+            observed_at > latest.observed_at
+                || (observed_at == latest.observed_at && source_rank(&source) < source_rank(&latest.source))
+        };
+        if self.latest.as_ref().is_none_or(replaces) {
             self.latest = Some(PriceObservation { price, source, observed_at });
         }
     }
@@ -412,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn latest_is_the_newest_observation_and_ties_keep_the_first() {
+    fn latest_is_the_newest_observation_and_ties_go_to_the_higher_priority_source() {
         /// Given these events, the latest is this (price, source, minute), or none.
         type LatestCase = (Vec<PriceFeedEvent>, Option<(&'static str, &'static str, i64)>);
         let cases: Vec<LatestCase> = vec![
@@ -421,6 +438,11 @@ mod tests {
             (vec![observed("71", "manual", 9), observed("72", "manual", 10)], Some(("72", "manual", 10))),
             (vec![observed("71", "manual", 9), observed("70", "manual", 8)], Some(("71", "manual", 9))),
             (vec![observed("71", "manual", 9), observed("73", "icap", 9)], Some(("71", "manual", 9))),
+            // Tie: the higher-priority source wins whichever came first; unlisted ones keep the first.
+            (vec![observed("73", "derived", 9), observed("71", "coingecko", 9)], Some(("71", "coingecko", 9))),
+            (vec![observed("71", "coingecko", 9), observed("73", "derived", 9)], Some(("71", "coingecko", 9))),
+            (vec![observed("73", "icap", 9), observed("71", "other", 9)], Some(("73", "icap", 9))),
+            (vec![observed("73", "icap", 9), observed("71", "csv", 9)], Some(("71", "csv", 9))),
             (vec![observed("71", "a", 9), observed("70", "b", 8), observed("74", "b", 11)], Some(("74", "b", 11))),
         ];
         for (given, expected) in cases {

@@ -57,7 +57,8 @@ impl Snapshotted for domain::purchase::Purchase {
 }
 
 impl Snapshotted for domain::price::PriceFeed {
-    const SNAPSHOT_VERSION: i32 = 1;
+    /// 2: a tie of `observed_at` goes to the higher-priority source (1 kept the first).
+    const SNAPSHOT_VERSION: i32 = 2;
 }
 
 /// An aggregate as loaded: its state, the stream's head, and where its snapshot stands.

@@ -5,11 +5,9 @@ use sqlx::PgConnection;
 
 use crate::Projection;
 
-/// Which source wins when two observations of a feed share the newest `observed_at`: the one
-/// listed first. Sources not listed rank after every listed one; between two of equal rank the
-/// first recorded (lower position) stays. A fixed list, not a setting, so every replay and
-/// every API process agree on the latest; [`Prices::with_source_priority`] takes another.
-pub const PRICE_SOURCE_PRIORITY: &[&str] = &["manual", "coingecko", "oilpriceapi", "csv", "derived"];
+/// Which source wins a tie of `observed_at`: the domain's list, which the PriceFeed aggregate
+/// (what purchases price from) uses too.
+pub const PRICE_SOURCE_PRIORITY: &[&str] = domain::price::SOURCE_PRIORITY;
 
 /// The Postgres channel the projection notifies when an observation became a feed's latest,
 /// so API processes streaming prices look at `rm_price_updates` at once instead of at their

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, U256};
 use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -213,14 +212,7 @@ impl DevChain {
     /// estimate fails, so after one refused transaction every later one waits forever behind a
     /// nonce gap.
     pub fn provider_with(&self, signer: PrivateKeySigner) -> DynProvider {
-        ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .with_gas_estimation()
-            .with_simple_nonce_management()
-            .fetch_chain_id()
-            .wallet(EthereumWallet::from(signer))
-            .connect_http(self.rpc_url.clone())
-            .erased()
+        crate::bridge::signing_provider(self.rpc_url.clone(), signer)
     }
 
     /// A new random key holding 1,000 ETH, set with `anvil_setBalance`: tests and the dev

@@ -126,6 +126,26 @@ async fn deposit_with_held_commit(
     tokio::spawn(uow.commit(|_| Outcome::new(200, serde_json::Value::Null)))
 }
 
+/// A store with a wallet whose first deposit's COMMIT is held: the store, the wallet, the
+/// gate that holds it and the committing task.
+async fn wallet_with_held_deposit(
+    fail: bool,
+) -> (
+    Store,
+    Uuid,
+    sqlx::pool::PoolConnection<sqlx::Postgres>,
+    tokio::task::JoinHandle<Result<event_store::Committed, StoreError>>,
+) {
+    let pool = test_pool().await;
+    install_held_commit(&pool).await;
+    let store = Store::new(pool.clone());
+    let wallet = Uuid::new_v4();
+    run(&store, wallet, open(wallet)).await.unwrap();
+    let gate = hold_gate(&pool).await;
+    let first = deposit_with_held_commit(&store, wallet, fail).await;
+    (store, wallet, gate, first)
+}
+
 async fn hold_gate(pool: &sqlx::PgPool) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
     let mut gate = pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *gate).await.unwrap();
@@ -140,13 +160,7 @@ async fn release_gate(mut gate: sqlx::pool::PoolConnection<sqlx::Postgres>) {
 /// commits after it.
 #[tokio::test]
 async fn the_next_command_on_a_stream_runs_while_the_previous_commit_is_in_flight() {
-    let pool = test_pool().await;
-    install_held_commit(&pool).await;
-    let store = Store::new(pool.clone());
-    let wallet = Uuid::new_v4();
-    run(&store, wallet, open(wallet)).await.unwrap();
-    let gate = hold_gate(&pool).await;
-    let first = deposit_with_held_commit(&store, wallet, false).await;
+    let (store, wallet, gate, first) = wallet_with_held_deposit(false).await;
 
     // Without the early release this would wait for the stripe until the first commit ends.
     let mut second = begin(&store).await;
@@ -172,13 +186,7 @@ async fn the_next_command_on_a_stream_runs_while_the_previous_commit_is_in_fligh
 /// caller retries from the database), and nothing of either is stored.
 #[tokio::test]
 async fn a_command_built_on_a_commit_that_fails_fails_with_a_conflict() {
-    let pool = test_pool().await;
-    install_held_commit(&pool).await;
-    let store = Store::new(pool.clone());
-    let wallet = Uuid::new_v4();
-    run(&store, wallet, open(wallet)).await.unwrap();
-    let gate = hold_gate(&pool).await;
-    let first = deposit_with_held_commit(&store, wallet, true).await;
+    let (store, wallet, gate, first) = wallet_with_held_deposit(true).await;
 
     let mut second = begin(&store).await;
     let executed = second.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();

@@ -194,7 +194,20 @@ pub fn resident_kib() -> Option<u64> {
 
 /// The resident set size of process `pid` ("self" for this one) in KiB.
 pub fn resident_kib_of(pid: &str) -> Option<u64> {
+    memory_kib_of(pid, &["VmRSS:"]).map(|[rss]| rss)
+}
+
+/// Memory fields of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`, ...) in KiB, in the order asked,
+/// read from one snapshot of the file.
+pub fn memory_kib_of<const N: usize>(pid: &str, fields: &[&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let value = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|line| line.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let mut values = [0; N];
+    for (slot, field) in values.iter_mut().zip(fields) {
+        *slot = value(field)?;
+    }
+    Some(values)
 }

@@ -167,9 +167,9 @@ impl Store {
     }
 
     /// The striped lock a stream queues on in this process.
-    pub(crate) fn stream_stripe(&self, key: &str) -> usize {
+    pub(crate) fn stream_stripe(&self, (aggregate_type, aggregate_id): &(&'static str, String)) -> usize {
         let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
+        format!("{aggregate_type}/{aggregate_id}").hash(&mut hasher);
         (hasher.finish() as usize) % STREAM_LOCK_STRIPES
     }
 

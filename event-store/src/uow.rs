@@ -322,7 +322,7 @@ impl UnitOfWork {
     /// Takes the stream's in-process stripe (once: streams of one unit of work may share one)
     /// and returns its cache slot.
     async fn hold_stripe(&mut self, stream: &(&'static str, String)) -> Result<&mut StripeGuard, StoreError> {
-        let stripe = self.store.stream_stripe(&format!("{}/{}", stream.0, stream.1));
+        let stripe = self.store.stream_stripe(stream);
         let held = match self.stream_locks.iter().position(|(held, _)| *held == stripe) {
             Some(held) => held,
             None => {
@@ -518,7 +518,7 @@ impl UnitOfWork {
                 due.push(DueSnapshot { key: key.clone(), head_hash: head.prev_hash.clone(), snapshot });
             }
             let Some(state) = head.state.take().filter(|_| keep(&head)) else { continue };
-            let stripe = self.store.stream_stripe(&format!("{}/{}", key.0, key.1));
+            let stripe = self.store.stream_stripe(&key);
             if let Some((_, guard)) = self.stream_locks.iter_mut().find(|(held, _)| *held == stripe) {
                 let pending = match head.written {
                     true => this_commit.clone(),

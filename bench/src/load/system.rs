@@ -55,12 +55,8 @@ impl ServerProcess {
 impl ServerProcess {
     /// Resident memory now (`VmRSS`) and at its highest so far (`VmHWM`), in MiB.
     pub fn memory_mib(&self) -> Option<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let kib = |field: &str| -> Option<f64> {
-            let line = status.lines().find(|line| line.starts_with(field))?;
-            line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()
-        };
-        Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+        let [rss, peak] = crate::growth::memory_kib_of(&self.pid.to_string(), &["VmRSS:", "VmHWM:"])?;
+        Some((rss as f64 / 1024.0, peak as f64 / 1024.0))
     }
 }
 

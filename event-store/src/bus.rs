@@ -59,7 +59,12 @@ impl Bus {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        context.get_or_create_stream(config).await.map_err(|error| error.to_string())
+        match context.get_or_create_stream(config).await {
+            Ok(stream) => Ok(stream),
+            // Another process (a standby relay, a consumer) created it between our lookup and
+            // our create: NATS then refuses ours as "subjects overlap". Take theirs.
+            Err(create_error) => context.get_stream(self.events_stream()).await.map_err(|_| create_error.to_string()),
+        }
     }
 }
 

@@ -17,6 +17,13 @@ pub enum SystemAccount {
     /// Money between the steps of a saga or a payout.
     Transit,
     Fees,
+    /// CARBON minted on the chain as tokens: debited when a withdrawal to the chain is
+    /// accepted, credited back when tokens are bridged in or a withdrawal is returned.
+    Chain,
+    /// CARBON retired for good: it only ever receives.
+    Retired,
+    /// Tokens bridged in for a wallet the ledger does not know, until an admin resolves them.
+    ChainSuspense,
 }
 
 impl SystemAccount {
@@ -25,6 +32,9 @@ impl SystemAccount {
             SystemAccount::External => "external",
             SystemAccount::Transit => "transit",
             SystemAccount::Fees => "fees",
+            SystemAccount::Chain => "chain",
+            SystemAccount::Retired => "retired",
+            SystemAccount::ChainSuspense => "chain_suspense",
         }
     }
 }

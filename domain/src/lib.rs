@@ -5,10 +5,12 @@
 //! state. Business rules live in `handle`; `apply` only folds an event into state.
 
 pub mod accounts;
+pub mod chain;
 pub mod listing;
 pub mod money;
 pub mod price;
 pub mod purchase;
+pub mod retirement;
 pub mod transfer;
 pub mod user;
 pub mod wallet;
@@ -36,7 +38,8 @@ rejection!(
     user::UserError,
     transfer::TransferError,
     listing::ListingError,
-    purchase::PurchaseError
+    purchase::PurchaseError,
+    chain::ChainMovementError
 );
 
 /// The version every event type is written with today. Older versions are upcast on load.

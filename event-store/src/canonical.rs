@@ -21,6 +21,13 @@ pub fn to_canonical_string(value: &Value) -> Result<String, CanonicalError> {
     Ok(out)
 }
 
+/// SHA-256 of the canonical bytes of `value`: how a document (a retirement certificate) is
+/// hashed so anyone can recompute the hash from the JSON alone.
+pub fn canonical_sha256(value: &Value) -> Result<[u8; 32], CanonicalError> {
+    use sha2::{Digest, Sha256};
+    Ok(Sha256::digest(to_canonical_string(value)?.as_bytes()).into())
+}
+
 fn write_value(value: &Value, out: &mut String) -> Result<(), CanonicalError> {
     match value {
         Value::Null => out.push_str("null"),

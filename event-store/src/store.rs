@@ -56,6 +56,10 @@ impl Snapshotted for domain::purchase::Purchase {
     const SNAPSHOT_VERSION: i32 = 1;
 }
 
+impl Snapshotted for domain::chain::ChainMovement {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
 impl Snapshotted for domain::price::PriceFeed {
     /// 2: a tie of `observed_at` goes to the higher-priority source (1 kept the first).
     const SNAPSHOT_VERSION: i32 = 2;

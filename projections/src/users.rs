@@ -23,6 +23,8 @@ impl Projection for Users {
         let user_id = stream_uuid(event)?;
         let at = occurred_at(event)?;
         let query = match user_event {
+            // Linked addresses have their own read model (the chain's).
+            UserEvent::ChainAddressLinked { .. } => return Ok(()),
             UserEvent::UserRegistered { username, roles, .. } => sqlx::query(
                 "INSERT INTO rm_users (user_id, username, roles, registered_at, updated_at, position) \
                  VALUES ($1, $2, $3, $4, $4, $5)",

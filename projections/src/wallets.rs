@@ -140,7 +140,11 @@ fn change_of(event: &WalletEvent) -> Option<Change> {
         | WalletEvent::TransferDebited { balance_after, .. }
         | WalletEvent::TransferCredited { balance_after, .. }
         | WalletEvent::TransferReturned { balance_after, .. }
-        | WalletEvent::PurchaseCredited { balance_after, .. } => Some(balance(*balance_after)),
+        | WalletEvent::PurchaseCredited { balance_after, .. }
+        | WalletEvent::ChainWithdrawalRequested { balance_after, .. }
+        | WalletEvent::ChainWithdrawalReturned { balance_after, .. }
+        | WalletEvent::ChainDeposited { balance_after, .. }
+        | WalletEvent::CreditsRetired { balance_after, .. } => Some(balance(*balance_after)),
         WalletEvent::HoldResized { held_delta, .. } => Some(held(*held_delta)),
         WalletEvent::HoldPlaced { amount, .. } => Some(held(amount.value())),
         WalletEvent::HoldCaptured { amount, fee, balance_after, .. } => {
@@ -150,6 +154,8 @@ fn change_of(event: &WalletEvent) -> Option<Change> {
         WalletEvent::HoldReleased { amount, .. } | WalletEvent::HoldExpired { amount, .. } => Some(held(-*amount)),
         WalletEvent::WalletFrozen { .. } => Some(frozen(true)),
         WalletEvent::WalletUnfrozen {} => Some(frozen(false)),
-        WalletEvent::WalletOpened { .. } | WalletEvent::WithdrawalCompleted { .. } => None,
+        WalletEvent::WalletOpened { .. }
+        | WalletEvent::WithdrawalCompleted { .. }
+        | WalletEvent::ChainWithdrawalMinted { .. } => None,
     }
 }

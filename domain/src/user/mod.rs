@@ -65,6 +65,12 @@ pub enum UserCommand {
     },
     /// Records that the user's personal data (email, display name) was erased.
     ErasePersonalData,
+    /// Links an Ethereum address the user proved to hold (a signed challenge); withdrawals
+    /// may go to it from `usable_from` on. Uniqueness across users is a claim.
+    LinkChainAddress {
+        address: String,
+        usable_from: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +81,7 @@ pub enum UserEvent {
     RoleGranted { role: Role },
     RoleRevoked { role: Role },
     PersonalDataErased {},
+    ChainAddressLinked { address: String, usable_from: chrono::DateTime<chrono::Utc> },
 }
 
 impl DomainEvent for UserEvent {
@@ -85,6 +92,7 @@ impl DomainEvent for UserEvent {
             UserEvent::RoleGranted { .. } => "RoleGranted",
             UserEvent::RoleRevoked { .. } => "RoleRevoked",
             UserEvent::PersonalDataErased { .. } => "PersonalDataErased",
+            UserEvent::ChainAddressLinked { .. } => "ChainAddressLinked",
         };
         name.to_string()
     }
@@ -155,6 +163,9 @@ impl User {
             UserCommand::RevokeRole { role } => Ok(vec![UserEvent::RoleRevoked { role }]),
             UserCommand::ErasePersonalData if self.erased => Err(UserError::AlreadyErased),
             UserCommand::ErasePersonalData => Ok(vec![UserEvent::PersonalDataErased {}]),
+            UserCommand::LinkChainAddress { address, usable_from } => {
+                Ok(vec![UserEvent::ChainAddressLinked { address, usable_from }])
+            }
         }
     }
 }
@@ -196,6 +207,9 @@ impl Aggregate for User {
                 self.roles.remove(&role);
             }
             UserEvent::PersonalDataErased {} => self.erased = true,
+            // Links are read from the read model and the claims table; the user's state stays
+            // as it was (its snapshots unchanged).
+            UserEvent::ChainAddressLinked { .. } => {}
         }
     }
 }

@@ -258,7 +258,77 @@ impl Wallet {
                     _ => Err(WalletError::HoldNotExpired),
                 }
             }
+            WalletCommand::WithdrawToChain { withdrawal_id, amount, address } => {
+                self.check_carbon()?;
+                if self.pending_withdrawals.contains_key(&withdrawal_id) {
+                    return Err(WalletError::WithdrawalExists);
+                }
+                self.check_debit(amount.value())?;
+                Ok(vec![WalletEvent::ChainWithdrawalRequested {
+                    currency: Currency::Carbon,
+                    withdrawal_id,
+                    amount,
+                    address,
+                    counter_account: SystemAccount::Chain,
+                    balance_after: self.balance - amount.value(),
+                }])
+            }
+            WalletCommand::CompleteChainWithdrawal { withdrawal_id, tx_hash, block_number } => {
+                let amount = self.pending_withdrawal(withdrawal_id)?;
+                Ok(vec![WalletEvent::ChainWithdrawalMinted {
+                    currency: self.identity()?.currency,
+                    withdrawal_id,
+                    amount,
+                    tx_hash,
+                    block_number,
+                }])
+            }
+            WalletCommand::ReturnChainWithdrawal { withdrawal_id, reason } => {
+                let amount = self.pending_withdrawal(withdrawal_id)?;
+                Ok(vec![WalletEvent::ChainWithdrawalReturned {
+                    currency: self.identity()?.currency,
+                    withdrawal_id,
+                    amount,
+                    reason,
+                    counter_account: SystemAccount::Chain,
+                    balance_after: self.returned(amount.value())?,
+                }])
+            }
+            WalletCommand::CreditFromChain { deposit_id, amount, from, tx_hash, log_index } => {
+                self.check_carbon()?;
+                if !matches!(from, SystemAccount::Chain | SystemAccount::ChainSuspense) {
+                    return Err(WalletError::InvalidChainSource);
+                }
+                Ok(vec![WalletEvent::ChainDeposited {
+                    currency: Currency::Carbon,
+                    deposit_id,
+                    amount,
+                    tx_hash,
+                    log_index,
+                    counter_account: from,
+                    balance_after: self.credited(amount.value())?,
+                }])
+            }
+            WalletCommand::Retire { retirement_id, amount } => {
+                self.check_carbon()?;
+                self.check_debit(amount.value())?;
+                Ok(vec![WalletEvent::CreditsRetired {
+                    currency: Currency::Carbon,
+                    retirement_id,
+                    amount,
+                    counter_account: SystemAccount::Retired,
+                    balance_after: self.balance - amount.value(),
+                }])
+            }
         }
+    }
+
+    /// Only CARBON goes to the chain or is retired.
+    fn check_carbon(&self) -> Result<(), WalletError> {
+        if self.identity()?.currency != Currency::Carbon {
+            return Err(WalletError::NotCarbon);
+        }
+        Ok(())
     }
 
     fn pending_withdrawal(&self, withdrawal_id: Uuid) -> Result<Amount, WalletError> {
@@ -338,8 +408,21 @@ impl Aggregate for Wallet {
             | WalletEvent::TransferDebited { balance_after, .. }
             | WalletEvent::TransferCredited { balance_after, .. }
             | WalletEvent::TransferReturned { balance_after, .. }
-            | WalletEvent::PurchaseCredited { balance_after, .. } => {
+            | WalletEvent::PurchaseCredited { balance_after, .. }
+            | WalletEvent::ChainDeposited { balance_after, .. }
+            | WalletEvent::CreditsRetired { balance_after, .. } => {
                 self.balance = balance_after;
+            }
+            WalletEvent::ChainWithdrawalRequested { withdrawal_id, amount, balance_after, .. } => {
+                self.balance = balance_after;
+                self.pending_withdrawals.insert(withdrawal_id, amount.value());
+            }
+            WalletEvent::ChainWithdrawalMinted { withdrawal_id, .. } => {
+                self.pending_withdrawals.remove(&withdrawal_id);
+            }
+            WalletEvent::ChainWithdrawalReturned { withdrawal_id, balance_after, .. } => {
+                self.balance = balance_after;
+                self.pending_withdrawals.remove(&withdrawal_id);
             }
             WalletEvent::WithdrawalRequested { withdrawal_id, amount, balance_after, .. } => {
                 self.balance = balance_after;

@@ -4,6 +4,7 @@ use uuid::Uuid;
 use rust_decimal::Decimal;
 
 use super::events::ReversalDirection;
+use crate::accounts::SystemAccount;
 use crate::money::{Amount, Currency};
 
 /// Commands carry everything the wallet needs from outside (times, an original transaction's
@@ -103,5 +104,37 @@ pub enum WalletCommand {
     ExpireHold {
         hold_id: Uuid,
         now: DateTime<Utc>,
+    },
+    /// CARBON leaves for the chain: wallet → `chain` at once; the bridge mints the tokens.
+    WithdrawToChain {
+        withdrawal_id: Uuid,
+        amount: Amount,
+        /// The linked address that receives the tokens (0x-prefixed, lower-case hex).
+        address: String,
+    },
+    /// The mint of a withdrawal is final on the chain; the wallet's balance does not change.
+    CompleteChainWithdrawal {
+        withdrawal_id: Uuid,
+        tx_hash: String,
+        block_number: u64,
+    },
+    /// The mint provably never happened (final block, nonce past it): `chain` → wallet.
+    ReturnChainWithdrawal {
+        withdrawal_id: Uuid,
+        reason: String,
+    },
+    /// Tokens bridged in on the chain for this wallet: `from` (`chain`, or `chain_suspense`
+    /// when an admin resolves a bridge-in for an unknown wallet) → wallet.
+    CreditFromChain {
+        deposit_id: Uuid,
+        amount: Amount,
+        from: SystemAccount,
+        tx_hash: String,
+        log_index: u64,
+    },
+    /// Credits retired for good: wallet → `retired`.
+    Retire {
+        retirement_id: Uuid,
+        amount: Amount,
     },
 }

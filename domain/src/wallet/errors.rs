@@ -37,6 +37,10 @@ pub enum WalletError {
     WithdrawalNotFound,
     #[error("a withdrawal with this id already exists")]
     WithdrawalExists,
+    #[error("only CARBON moves to and from the chain or is retired")]
+    NotCarbon,
+    #[error("a chain credit comes from the chain or chain suspense account only")]
+    InvalidChainSource,
 }
 
 impl WalletError {
@@ -60,6 +64,8 @@ impl WalletError {
             WalletError::CaptureExistsWithDifferentAmount => "capture_exists_with_different_amount",
             WalletError::WithdrawalNotFound => "withdrawal_not_found",
             WalletError::WithdrawalExists => "withdrawal_exists",
+            WalletError::NotCarbon => "currency_not_carbon",
+            WalletError::InvalidChainSource => "invalid_chain_source",
         }
     }
 }

@@ -133,6 +133,51 @@ pub enum WalletEvent {
         hold_id: Uuid,
         amount: Decimal,
     },
+    /// CARBON left for the chain (wallet → `chain`); the bridge mints it to `address`.
+    ChainWithdrawalRequested {
+        currency: Currency,
+        withdrawal_id: Uuid,
+        amount: Amount,
+        address: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    /// The mint is final on the chain: the transaction and block that made it.
+    ChainWithdrawalMinted {
+        currency: Currency,
+        withdrawal_id: Uuid,
+        amount: Amount,
+        tx_hash: String,
+        block_number: u64,
+    },
+    /// The mint provably never happened: `chain` → wallet.
+    ChainWithdrawalReturned {
+        currency: Currency,
+        withdrawal_id: Uuid,
+        amount: Amount,
+        reason: String,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    /// Tokens bridged in on the chain (`BridgedIn`, transaction and log index): `chain` or
+    /// `chain_suspense` → wallet.
+    ChainDeposited {
+        currency: Currency,
+        deposit_id: Uuid,
+        amount: Amount,
+        tx_hash: String,
+        log_index: u64,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
+    /// Credits retired for good: wallet → `retired`.
+    CreditsRetired {
+        currency: Currency,
+        retirement_id: Uuid,
+        amount: Amount,
+        counter_account: SystemAccount,
+        balance_after: Decimal,
+    },
 }
 
 impl DomainEvent for WalletEvent {
@@ -155,6 +200,11 @@ impl DomainEvent for WalletEvent {
             WalletEvent::HoldCaptured { .. } => "HoldCaptured",
             WalletEvent::HoldReleased { .. } => "HoldReleased",
             WalletEvent::HoldExpired { .. } => "HoldExpired",
+            WalletEvent::ChainWithdrawalRequested { .. } => "ChainWithdrawalRequested",
+            WalletEvent::ChainWithdrawalMinted { .. } => "ChainWithdrawalMinted",
+            WalletEvent::ChainWithdrawalReturned { .. } => "ChainWithdrawalReturned",
+            WalletEvent::ChainDeposited { .. } => "ChainDeposited",
+            WalletEvent::CreditsRetired { .. } => "CreditsRetired",
         };
         name.to_string()
     }
@@ -177,7 +227,12 @@ impl WalletEvent {
             | WalletEvent::TransferCredited { currency, .. }
             | WalletEvent::TransferReturned { currency, .. }
             | WalletEvent::PurchaseCredited { currency, .. }
-            | WalletEvent::HoldCaptured { currency, .. } => Some(*currency),
+            | WalletEvent::HoldCaptured { currency, .. }
+            | WalletEvent::ChainWithdrawalRequested { currency, .. }
+            | WalletEvent::ChainWithdrawalMinted { currency, .. }
+            | WalletEvent::ChainWithdrawalReturned { currency, .. }
+            | WalletEvent::ChainDeposited { currency, .. }
+            | WalletEvent::CreditsRetired { currency, .. } => Some(*currency),
             _ => None,
         }
     }
@@ -192,11 +247,15 @@ impl WalletEvent {
             WalletEvent::Deposited { amount, counter_account, .. }
             | WalletEvent::TransferCredited { amount, counter_account, .. }
             | WalletEvent::TransferReturned { amount, counter_account, .. }
-            | WalletEvent::PurchaseCredited { amount, counter_account, .. } => {
+            | WalletEvent::PurchaseCredited { amount, counter_account, .. }
+            | WalletEvent::ChainWithdrawalReturned { amount, counter_account, .. }
+            | WalletEvent::ChainDeposited { amount, counter_account, .. } => {
                 vec![posting(system(*counter_account), wallet, amount.value())]
             }
             WalletEvent::WithdrawalRequested { amount, counter_account, .. }
-            | WalletEvent::TransferDebited { amount, counter_account, .. } => {
+            | WalletEvent::TransferDebited { amount, counter_account, .. }
+            | WalletEvent::ChainWithdrawalRequested { amount, counter_account, .. }
+            | WalletEvent::CreditsRetired { amount, counter_account, .. } => {
                 vec![posting(wallet, system(*counter_account), amount.value())]
             }
             WalletEvent::HoldCaptured { amount, fee, counter_account, .. } => {
@@ -226,7 +285,8 @@ impl WalletEvent {
             | WalletEvent::HoldPlaced { .. }
             | WalletEvent::HoldResized { .. }
             | WalletEvent::HoldReleased { .. }
-            | WalletEvent::HoldExpired { .. } => vec![],
+            | WalletEvent::HoldExpired { .. }
+            | WalletEvent::ChainWithdrawalMinted { .. } => vec![],
         }
     }
 

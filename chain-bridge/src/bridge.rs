@@ -280,6 +280,38 @@ pub async fn read_info(
     signer: Option<Address>,
     confirmations: Option<u64>,
 ) -> Result<ChainInfo, BridgeError> {
+    let chain = resolve_chain(pool, url, contracts).await?;
+    let paused = CarbonToken::new(chain.contracts.carbon_token, &chain.provider)
+        .paused()
+        .call()
+        .await
+        .map_err(|error| BridgeError::Config(format!("failed to read CarbonToken.paused(): {error}")))?;
+    Ok(ChainInfo {
+        chain_id: chain.chain_id,
+        contracts: chain.contracts,
+        bridge_address: signer,
+        confirmations: confirmations.or(chain.is_dev.then_some(DEV_CONFIRMATIONS_DEFAULT)),
+        paused,
+    })
+}
+
+/// The ledger's chain as a CLI reaches it, its identity checked.
+pub struct ResolvedChain {
+    pub url: Url,
+    pub provider: DynProvider,
+    pub chain_id: u64,
+    pub contracts: ContractAddresses,
+    pub is_dev: bool,
+}
+
+/// Finds the ledger's chain for a CLI: at `url`, or without it at the dev chain's recorded RPC
+/// URL; the contracts configured or else recorded; compared with the recorded identity when
+/// there is one.
+pub async fn resolve_chain(
+    pool: &PgPool,
+    url: Option<Url>,
+    contracts: Option<ContractAddresses>,
+) -> Result<ResolvedChain, BridgeError> {
     let recorded = identity::load_identity(pool).await?;
     let url = match (url, &recorded) {
         (Some(url), _) => url,
@@ -296,23 +328,12 @@ pub async fn read_info(
     let contracts = contracts
         .or(recorded.as_ref().map(|r| r.identity.contracts))
         .ok_or_else(|| BridgeError::Config("no contract addresses configured or recorded".into()))?;
-    let provider = ProviderBuilder::new().connect_http(url).erased();
+    let provider = ProviderBuilder::new().connect_http(url.clone()).erased();
     let current = identity::read_identity(&provider, contracts).await?;
     if let Some(recorded) = &recorded {
         let as_recorded = RecordedIdentity { identity: current.clone(), ..recorded.clone() };
         identity::compare(recorded, &as_recorded)?;
     }
     let is_dev = recorded.as_ref().is_some_and(|r| r.is_dev_chain);
-    let paused = CarbonToken::new(contracts.carbon_token, &provider)
-        .paused()
-        .call()
-        .await
-        .map_err(|error| BridgeError::Config(format!("failed to read CarbonToken.paused(): {error}")))?;
-    Ok(ChainInfo {
-        chain_id: current.chain_id,
-        contracts,
-        bridge_address: signer,
-        confirmations: confirmations.or(is_dev.then_some(DEV_CONFIRMATIONS_DEFAULT)),
-        paused,
-    })
+    Ok(ResolvedChain { url, provider, chain_id: current.chain_id, contracts, is_dev })
 }

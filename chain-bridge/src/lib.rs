@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod contracts;
 pub mod deploy;
 pub mod dev_chain;
+pub mod holder;
 pub mod identity;
 
 pub use bridge::{Bridge, BridgeConfig, BridgeError, ChainInfo, Network};

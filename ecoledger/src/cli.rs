@@ -58,6 +58,15 @@ pub enum ChainCommand {
     /// The chain's id, contracts, bridge address and pause state (without ECOLEDGER_ETH_RPC_URL:
     /// the dev chain recorded in Postgres, while `ecoledger serve` runs it).
     Info(ChainInfoArgs),
+    /// A token holder's tool: sign a link challenge read on stdin with ECOLEDGER_HOLDER_KEY and
+    /// print the body of `POST /api/v1/chain/addresses`.
+    Sign(crate::holder_cli::SignArgs),
+    /// A token holder's tool: an address's CARBON tokens and the total supply.
+    Balance(crate::holder_cli::BalanceArgs),
+    /// A token holder's tool: bridge tokens back into a ledger wallet (`bridgeIn`).
+    BridgeIn(crate::holder_cli::BridgeInArgs),
+    /// A token holder's tool: retire tokens on the chain (`retire`).
+    Retire(crate::holder_cli::RetireArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,6 +218,10 @@ impl Cli {
             Command::Prices(PricesCommand::FakeProvider(args)) => prices_fake_provider(args).await,
             Command::Chain(ChainCommand::Deploy(args)) => chain_deploy(args).await,
             Command::Chain(ChainCommand::Info(args)) => chain_info(args).await,
+            Command::Chain(ChainCommand::Sign(args)) => crate::holder_cli::sign(args),
+            Command::Chain(ChainCommand::Balance(args)) => crate::holder_cli::balance(args).await,
+            Command::Chain(ChainCommand::BridgeIn(args)) => crate::holder_cli::bridge_in(args).await,
+            Command::Chain(ChainCommand::Retire(args)) => crate::holder_cli::retire(args).await,
         }
     }
 }

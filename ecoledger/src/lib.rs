@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod configuration;
+pub mod holder_cli;
 pub mod startup;
 pub mod telemetry;

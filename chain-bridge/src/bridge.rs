@@ -105,6 +105,9 @@ pub struct Bridge {
     provider: DynProvider,
     identity: RecordedIdentity,
     bridge_address: Address,
+    /// The hot key; the transaction sender signs with it (never printed: `Debug` shows its
+    /// address).
+    signer: PrivateKeySigner,
     confirmations: Option<u64>,
 }
 
@@ -143,6 +146,7 @@ impl Bridge {
                     provider,
                     identity,
                     bridge_address: signer.address(),
+                    signer,
                     confirmations,
                 })
             }
@@ -170,6 +174,7 @@ impl Bridge {
                     provider,
                     identity,
                     bridge_address: signer.address(),
+                    signer: signer.clone(),
                     confirmations: config.confirmations,
                 })
             }
@@ -183,6 +188,16 @@ impl Bridge {
 
     pub fn rpc_url(&self) -> &Url {
         &self.rpc_url
+    }
+
+    /// The hot key the transaction sender signs with.
+    pub fn signer(&self) -> &PrivateKeySigner {
+        &self.signer
+    }
+
+    /// Confirmations a mint or deposit needs; `None`: only the `finalized` block counts.
+    pub fn confirmations(&self) -> Option<u64> {
+        self.confirmations
     }
 
     pub fn provider(&self) -> &DynProvider {

@@ -229,6 +229,12 @@ impl DevChain {
         Ok(())
     }
 
+    /// TESTS ONLY: anvil's process id, to pause it (SIGSTOP) and resume it (SIGCONT) as a
+    /// chain that hangs. `None` once stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The directory holding anvil's state and log.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir

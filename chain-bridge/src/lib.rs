@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod dev_chain;
 pub mod holder;
 pub mod identity;
+pub mod sender;
 
 pub use bridge::{Bridge, BridgeConfig, BridgeError, ChainInfo, Network};
 pub use contracts::{ref_uuid, uuid_ref, CarbonStaking, CarbonToken, LedgerAnchor, EVM_VERSION};

@@ -277,6 +277,9 @@ pub struct ChainSettings {
     #[arg(long, env = "ECOLEDGER_ETH_DEV_BLOCK_TIME_MS", default_value_t = 1000, hide = true,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub eth_dev_block_time_ms: u64,
+    /// The bridge's transaction sender.
+    #[command(flatten)]
+    pub sender: SenderSettings,
 }
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`; empty is false.
@@ -317,6 +320,7 @@ impl Default for ChainSettings {
             anchor_address: None,
             data_dir: "./data".into(),
             eth_dev_block_time_ms: 1000,
+            sender: SenderSettings::default(),
         }
     }
 }
@@ -391,5 +395,64 @@ pub fn parse_key(key: Option<&Secret>, name: &str) -> anyhow::Result<Option<chai
     match key.map(|s| s.expose().trim()).filter(|s| !s.is_empty()) {
         Some(key) => Ok(Some(key.parse().map_err(|_| anyhow::anyhow!("{name} is not a hex private key"))?)),
         None => Ok(None),
+    }
+}
+
+/// The bridge's transaction sender (README, "Chain settings").
+#[derive(Debug, Clone, Args)]
+pub struct SenderSettings {
+    /// The most a bridge transaction pays per gas, in wei; a fee above it leaves the
+    /// transaction pending (never failed) until fees fall.
+    #[arg(long, env = "ECOLEDGER_ETH_MAX_FEE_PER_GAS_WEI", default_value_t = 500_000_000_000)]
+    pub eth_max_fee_per_gas_wei: u128,
+    /// Seconds a transaction may stay unmined before it is re-signed with higher fees.
+    #[arg(long, env = "ECOLEDGER_ETH_FEE_BUMP_AFTER_SECS", default_value_t = 120)]
+    pub eth_fee_bump_after_secs: u64,
+    /// Seconds between two broadcasts of a pending transaction.
+    #[arg(long, env = "ECOLEDGER_ETH_REBROADCAST_AFTER_SECS", default_value_t = 10)]
+    pub eth_rebroadcast_after_secs: u64,
+    /// Below this ETH balance (wei) of the hot key: an alert (metric and warning).
+    #[arg(long, env = "ECOLEDGER_ETH_LOW_BALANCE_WEI", default_value_t = 100_000_000_000_000_000)]
+    pub eth_low_balance_wei: u128,
+    /// Milliseconds between two rounds of the sender.
+    #[arg(long, env = "ECOLEDGER_ETH_SENDER_POLL_MS", default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub eth_sender_poll_ms: u64,
+    /// Anchor the event store's global chain on the chain every this many events ...
+    #[arg(long, env = "ECOLEDGER_ANCHOR_EVERY", default_value_t = 10_000,
+        value_parser = clap::value_parser!(i64).range(1..))]
+    pub anchor_every: i64,
+    /// ... or every this many seconds when anything moved.
+    #[arg(long, env = "ECOLEDGER_ANCHOR_INTERVAL_SECS", default_value_t = 3_600)]
+    pub anchor_interval_secs: u64,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        let config = chain_bridge::sender::SenderConfig::default();
+        SenderSettings {
+            eth_max_fee_per_gas_wei: config.max_fee_per_gas,
+            eth_fee_bump_after_secs: config.bump_after.as_secs(),
+            eth_rebroadcast_after_secs: config.rebroadcast_after.as_secs(),
+            eth_low_balance_wei: config.low_balance_wei,
+            eth_sender_poll_ms: config.poll_interval.as_millis() as u64,
+            anchor_every: config.anchor_every,
+            anchor_interval_secs: config.anchor_interval.as_secs(),
+        }
+    }
+}
+
+impl SenderSettings {
+    pub fn sender_config(&self) -> chain_bridge::sender::SenderConfig {
+        chain_bridge::sender::SenderConfig {
+            poll_interval: Duration::from_millis(self.eth_sender_poll_ms),
+            rebroadcast_after: Duration::from_secs(self.eth_rebroadcast_after_secs),
+            bump_after: Duration::from_secs(self.eth_fee_bump_after_secs),
+            max_fee_per_gas: self.eth_max_fee_per_gas_wei,
+            low_balance_wei: self.eth_low_balance_wei,
+            anchor_every: self.anchor_every,
+            anchor_interval: Duration::from_secs(self.anchor_interval_secs),
+            broadcast: true,
+        }
     }
 }

@@ -101,7 +101,11 @@ pub async fn start_with_chain(
     }
     tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
     let bridge = match chain.bridge_config()? {
-        Some(config) if settings.runs(Component::Bridge) => Some(start_bridge(&store, &config).await?),
+        Some(config) if settings.runs(Component::Bridge) => {
+            let bridge = start_bridge(&store, &config).await?;
+            tasks.push(start_sender(&store, &bridge, chain.sender.sender_config(), &metrics.registry)?);
+            Some(bridge)
+        }
         Some(_) => None,
         None => {
             tracing::info!("no chain configured (ECOLEDGER_ETH_DEV_CHAIN, ECOLEDGER_ETH_RPC_URL): no chain bridge");
@@ -136,6 +140,29 @@ async fn start_bridge(store: &Store, config: &chain_bridge::BridgeConfig) -> any
     tracing::info!(?config, "chain bridge starting");
     let bridge = chain_bridge::Bridge::start(store.pool(), config).await.context("The chain bridge cannot start")?;
     Ok(Arc::new(bridge))
+}
+
+/// The bridge's transaction sender on the bridge's chain and hot key, its metrics in
+/// `registry`. Aborting its task is safe: it stores every transaction before broadcasting it.
+fn start_sender(
+    store: &Store,
+    bridge: &chain_bridge::Bridge,
+    config: chain_bridge::sender::SenderConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let metrics = chain_bridge::sender::SenderMetrics::new();
+    metrics.register(registry).context("Failed to register the chain sender's metrics")?;
+    let identity = bridge.identity();
+    let chain = chain_bridge::sender::SenderChain {
+        provider: bridge.provider().clone(),
+        signer: bridge.signer().clone(),
+        chain_id: identity.identity.chain_id,
+        contracts: identity.identity.contracts,
+        first_block: identity.first_block.unwrap_or(0),
+        confirmations: bridge.confirmations(),
+    };
+    let sender = chain_bridge::sender::Sender::new(store.clone(), chain, config, metrics);
+    Ok(tokio::spawn(sender.run()))
 }
 
 /// The API's view of the chain, read through the bridge.

@@ -97,6 +97,10 @@ impl Rig {
     }
 
     fn sender_with(&self, config: SenderConfig) -> Sender {
+        self.sender_confirming(config, 1)
+    }
+
+    fn sender_confirming(&self, config: SenderConfig, confirmations: u64) -> Sender {
         let chain = SenderChain {
             provider: self.provider().clone(),
             signer: self.c.bridge.clone(),
@@ -107,7 +111,7 @@ impl Rig {
                 anchor: self.c.deployment.anchor,
             },
             first_block: self.c.deployment.first_block,
-            confirmations: Some(1),
+            confirmations: Some(confirmations),
         };
         Sender::new(self.store.clone(), chain, config, SenderMetrics::new())
     }
@@ -535,4 +539,57 @@ async fn a_sender_halts_when_someone_else_used_its_key() {
     mined(rig.c.token(&rig.c.bridge).mint(rig.recipient, U256::from(1), r).send().await).await;
     let halt = sender.check_nonce().await.unwrap().expect_err("halts");
     assert!(halt.0.contains("someone else"), "{halt:?}");
+}
+
+#[tokio::test]
+async fn a_reverted_mint_is_sent_again_with_a_new_nonce_and_never_compensated() {
+    let rig = Rig::start().await;
+    let before = rig.balance().await;
+    // Above the daily cap (1,000 t): every mint of it reverts.
+    let id = rig.withdraw("1000.001").await;
+    let config = SenderConfig { revert_retry_after: Duration::ZERO, ..SenderConfig::default() };
+    let mut sender = rig.started(config).await;
+    let deadline = Instant::now() + DEADLINE;
+    let nonces = loop {
+        sender.round().await.unwrap();
+        let nonces: Vec<i64> =
+            sqlx::query_scalar("SELECT nonce FROM chain_transactions WHERE subject = $1 ORDER BY nonce")
+                .bind(id.to_string())
+                .fetch_all(rig.pool())
+                .await
+                .unwrap();
+        if nonces.len() >= 2 {
+            break nonces;
+        }
+        assert!(Instant::now() < deadline, "never resent: {nonces:?}");
+    };
+    assert!(nonces[1] > nonces[0], "a new nonce, never the reverted one again");
+    assert!(rig.wallet_events("ChainWithdrawalReturned").await.is_empty(), "never compensated");
+    assert_eq!(rig.balance().await, before - Decimal::new(1_000_001, 3));
+    assert!(rig.minted_logs(id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_mint_removed_by_a_reorg_before_it_is_final_is_sent_again_and_minted_once() {
+    let rig = Rig::start().await;
+    let provider = rig.provider();
+    let id = rig.withdraw("6").await;
+    let config = SenderConfig { rebroadcast_after: Duration::ZERO, ..SenderConfig::default() };
+    let mut sender = rig.sender_confirming(config, 4);
+    sender.check_nonce().await.unwrap().unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while rig.withdrawal(id).await.0 != "mined" {
+        sender.round().await.unwrap();
+        assert!(Instant::now() < deadline, "never mined");
+    }
+    let first = hash_of(&rig.withdrawal(id).await.1);
+    let receipt = provider.get_transaction_receipt(first).await.unwrap().unwrap();
+    // Replace the blocks from the mint's on with empty ones.
+    let head = provider.get_block_number().await.unwrap();
+    let depth = head - receipt.block_number.unwrap() + 1;
+    provider.anvil_reorg(alloy::rpc::types::anvil::ReorgOptions { depth, tx_block_pairs: vec![] }).await.unwrap();
+    assert!(rig.minted_logs(id).await.is_empty(), "the reorg removed the mint");
+    rig.rounds_until(&mut sender, id, "final").await;
+    assert_minted_once(&rig, id, 6_000).await;
+    assert_eq!(rig.wallet_events("ChainWithdrawalMinted").await.len(), 1);
 }

@@ -408,6 +408,10 @@ pub struct SenderSettings {
     /// Seconds a transaction may stay unmined before it is re-signed with higher fees.
     #[arg(long, env = "ECOLEDGER_ETH_FEE_BUMP_AFTER_SECS", default_value_t = 120)]
     pub eth_fee_bump_after_secs: u64,
+    /// Seconds after a reverted bridge transaction (a mint refused by the daily cap) before
+    /// its work is sent again.
+    #[arg(long, env = "ECOLEDGER_ETH_REVERT_RETRY_AFTER_SECS", default_value_t = 60)]
+    pub eth_revert_retry_after_secs: u64,
     /// Seconds between two broadcasts of a pending transaction.
     #[arg(long, env = "ECOLEDGER_ETH_REBROADCAST_AFTER_SECS", default_value_t = 10)]
     pub eth_rebroadcast_after_secs: u64,
@@ -433,6 +437,7 @@ impl Default for SenderSettings {
         SenderSettings {
             eth_max_fee_per_gas_wei: config.max_fee_per_gas,
             eth_fee_bump_after_secs: config.bump_after.as_secs(),
+            eth_revert_retry_after_secs: config.revert_retry_after.as_secs(),
             eth_rebroadcast_after_secs: config.rebroadcast_after.as_secs(),
             eth_low_balance_wei: config.low_balance_wei,
             eth_sender_poll_ms: config.poll_interval.as_millis() as u64,
@@ -448,6 +453,7 @@ impl SenderSettings {
             poll_interval: Duration::from_millis(self.eth_sender_poll_ms),
             rebroadcast_after: Duration::from_secs(self.eth_rebroadcast_after_secs),
             bump_after: Duration::from_secs(self.eth_fee_bump_after_secs),
+            revert_retry_after: Duration::from_secs(self.eth_revert_retry_after_secs),
             max_fee_per_gas: self.eth_max_fee_per_gas_wei,
             low_balance_wei: self.eth_low_balance_wei,
             anchor_every: self.anchor_every,

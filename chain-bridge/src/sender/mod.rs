@@ -73,6 +73,9 @@ pub struct SenderConfig {
     pub rebroadcast_after: Duration,
     /// A pending transaction is re-signed with higher fees this long after its last signature.
     pub bump_after: Duration,
+    /// A reverted transaction's work (a mint refused by the cap or a pause) is sent again
+    /// this long after the revert was final, not at once.
+    pub revert_retry_after: Duration,
     /// The most a transaction may pay per gas; a fee above it leaves the transaction pending.
     pub max_fee_per_gas: u128,
     /// Below this balance (wei) the signer's ETH is reported low (metric and warning).
@@ -92,6 +95,7 @@ impl Default for SenderConfig {
             poll_interval: Duration::from_millis(500),
             rebroadcast_after: Duration::from_secs(10),
             bump_after: Duration::from_secs(120),
+            revert_retry_after: Duration::from_secs(60),
             max_fee_per_gas: 500_000_000_000,
             low_balance_wei: 100_000_000_000_000_000,
             anchor_every: 10_000,

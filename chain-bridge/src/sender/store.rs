@@ -403,14 +403,20 @@ pub struct QueuedWithdrawal {
     pub wallet_id: uuid::Uuid,
     pub amount: rust_decimal::Decimal,
     pub address: Address,
+    /// Never sent, or queued again (after a revert) at least `retry_after` ago: a refused
+    /// mint (cap, pause) is not resent every round.
+    pub ready: bool,
 }
 
-pub async fn queued_withdrawals(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<QueuedWithdrawal>> {
+pub async fn queued_withdrawals(pool: &PgPool, limit: i64, retry_after: f64) -> sqlx::Result<Vec<QueuedWithdrawal>> {
     let rows = sqlx::query(
-        "SELECT withdrawal_id, wallet_id, amount, address FROM chain_withdrawals \
+        "SELECT withdrawal_id, wallet_id, amount, address, \
+                (nonce IS NULL OR updated_at <= now() - make_interval(secs => $2)) AS ready \
+         FROM chain_withdrawals \
          WHERE state = 'queued' AND cancel_requested_at IS NULL ORDER BY requested_at, withdrawal_id LIMIT $1",
     )
     .bind(limit)
+    .bind(retry_after)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -420,6 +426,7 @@ pub async fn queued_withdrawals(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Q
             wallet_id: row.get(1),
             amount: row.get(2),
             address: address(row.get::<Vec<u8>, _>(3).as_slice()),
+            ready: row.get(4),
         })
         .collect())
 }
@@ -452,6 +459,7 @@ pub async fn cancel_requests(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Canc
             wallet_id: row.get(1),
             amount: row.get(2),
             address: address(row.get::<Vec<u8>, _>(3).as_slice()),
+            ready: true,
         };
         let nonces = sqlx::query(
             "SELECT signer, max(nonce) FROM chain_transactions WHERE kind = 'mint' AND subject = $1 GROUP BY signer",
@@ -472,17 +480,23 @@ pub async fn cancel_requests(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<Canc
 pub struct QueuedRetirement {
     pub retirement_id: uuid::Uuid,
     pub amount: rust_decimal::Decimal,
+    /// As [`QueuedWithdrawal::ready`].
+    pub ready: bool,
 }
 
-pub async fn queued_retirements(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<QueuedRetirement>> {
+pub async fn queued_retirements(pool: &PgPool, limit: i64, retry_after: f64) -> sqlx::Result<Vec<QueuedRetirement>> {
     let rows = sqlx::query(
-        "SELECT retirement_id, amount FROM chain_retirements WHERE state = 'queued' \
-         ORDER BY queued_at, retirement_id LIMIT $1",
+        "SELECT retirement_id, amount, (nonce IS NULL OR updated_at <= now() - make_interval(secs => $2)) \
+         FROM chain_retirements WHERE state = 'queued' ORDER BY queued_at, retirement_id LIMIT $1",
     )
     .bind(limit)
+    .bind(retry_after)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(|row| QueuedRetirement { retirement_id: row.get(0), amount: row.get(1) }).collect())
+    Ok(rows
+        .iter()
+        .map(|row| QueuedRetirement { retirement_id: row.get(0), amount: row.get(1), ready: row.get(2) })
+        .collect())
 }
 
 /// The newest global-chain checkpoint at or below the relay's published watermark.

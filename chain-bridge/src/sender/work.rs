@@ -222,7 +222,8 @@ impl Sender {
     /// Mints queued withdrawals. A ref already minted (a reverted duplicate, or a mint by an
     /// earlier key) is completed from its `Minted` log once that is final, never sent again.
     pub(super) async fn send_withdrawals(&mut self) -> Result<(), SenderError> {
-        let queued = store::queued_withdrawals(self.store.pool(), WORK_PER_ROUND_MAX).await?;
+        let retry_after = self.config.revert_retry_after.as_secs_f64();
+        let queued = store::queued_withdrawals(self.store.pool(), WORK_PER_ROUND_MAX, retry_after).await?;
         for withdrawal in queued {
             let r#ref = uuid_ref(withdrawal.withdrawal_id);
             if self.token().mintedRef(r#ref).call().await? {
@@ -230,6 +231,9 @@ impl Sender {
                 if let Some((tx_hash, block)) = self.minted_log(r#ref, final_block).await? {
                     self.complete_withdrawal(withdrawal.withdrawal_id, None, tx_hash, block).await?;
                 }
+                continue;
+            }
+            if !withdrawal.ready {
                 continue;
             }
             let amount = token_units(withdrawal.amount)?;
@@ -312,7 +316,8 @@ impl Sender {
     /// Records queued retirements on the chain with their certificate's hash. One already
     /// recorded (a reverted repeat) is final from its `RetirementRecorded` log.
     pub(super) async fn send_retirements(&mut self) -> Result<(), SenderError> {
-        let queued = store::queued_retirements(self.store.pool(), WORK_PER_ROUND_MAX).await?;
+        let retry_after = self.config.revert_retry_after.as_secs_f64();
+        let queued = store::queued_retirements(self.store.pool(), WORK_PER_ROUND_MAX, retry_after).await?;
         for retirement in queued {
             let id = retirement.retirement_id;
             let Some(certificate) = certificate(&self.store, id).await? else {
@@ -324,6 +329,9 @@ impl Sender {
             let recorded = self.token().recordedRetirements(r#ref).call().await?;
             if recorded.certHash != B256::ZERO {
                 self.settle_recorded_retirement(id, r#ref, cert_hash).await?;
+                continue;
+            }
+            if !retirement.ready {
                 continue;
             }
             let amount = token_units(retirement.amount)?;

@@ -39,7 +39,7 @@ pub const REPLAY_SCHEMA: &str = "invariant_check";
 const PROBLEMS_SHOWN_MAX: usize = 10;
 /// Wallet events that move money, with the payload field that identifies the movement (the
 /// first of these a payload has).
-const MONEY_EVENT_TYPES: [&str; 10] = [
+const MONEY_EVENT_TYPES: [&str; 15] = [
     "Deposited",
     "WithdrawalRequested",
     "WithdrawalCompleted",
@@ -50,6 +50,11 @@ const MONEY_EVENT_TYPES: [&str; 10] = [
     "TransferReturned",
     "PurchaseCredited",
     "HoldCaptured",
+    "ChainWithdrawalRequested",
+    "ChainWithdrawalMinted",
+    "ChainWithdrawalReturned",
+    "ChainDeposited",
+    "CreditsRetired",
 ];
 
 /// What a client saw acknowledged: a 201 deposit (its `transaction_id`) or a 202 transfer
@@ -228,7 +233,8 @@ async fn no_double_posting(pool: &PgPool) -> anyhow::Result<Problems> {
                         FROM events WHERE aggregate_type = 'Wallet' AND event_type = ANY($1)) \
          SELECT aggregate_id, event_type, \
                 COALESCE(p->>'original_transaction_id', p->>'transaction_id', p->>'withdrawal_id', \
-                         p->>'transfer_id', p->>'purchase_id', p->>'capture_id') AS money_id, count(*) \
+                         p->>'transfer_id', p->>'purchase_id', p->>'capture_id', p->>'deposit_id', \
+                         p->>'retirement_id') AS money_id, count(*) \
          FROM money GROUP BY 1, 2, 3 HAVING count(*) > 1 ORDER BY 1, 2, 3",
     )
     .bind(MONEY_EVENT_TYPES.map(str::to_string).to_vec())

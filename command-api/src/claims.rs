@@ -6,3 +6,5 @@ pub const DEPOSIT_REFERENCE: &str = "deposit_reference";
 pub const WITHDRAWAL_REFERENCE: &str = "withdrawal_reference";
 /// One reversal per original transaction.
 pub const REVERSAL: &str = "reversal";
+/// An Ethereum address links to one user only (lower-case hex).
+pub const CHAIN_ADDRESS: &str = "chain_address";

@@ -194,6 +194,9 @@ fn claim_taken(kind: &str) -> ApiError {
             ApiError::conflict("duplicate_reference", "a transaction with this reference exists")
         }
         crate::claims::REVERSAL => ApiError::conflict("already_reversed", "this transaction was already reversed"),
+        crate::claims::CHAIN_ADDRESS => {
+            ApiError::conflict("address_already_linked", "this address is already linked to a user")
+        }
         domain::price::OBSERVATION_CLAIM_KIND => {
             let exists = domain::price::PriceError::Exists;
             ApiError::conflict(exists.code(), exists.to_string())
@@ -238,6 +241,17 @@ impl From<domain::purchase::PurchaseError> for ApiError {
         let status = match error {
             domain::purchase::PurchaseError::NotFound => StatusCode::NOT_FOUND,
             _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<domain::chain::ChainMovementError> for ApiError {
+    fn from(error: domain::chain::ChainMovementError) -> ApiError {
+        use domain::chain::ChainMovementError::*;
+        let status = match error {
+            SuspenseNotFound => StatusCode::NOT_FOUND,
+            AlreadyRecorded | SuspenseAlreadyResolved => StatusCode::CONFLICT,
         };
         ApiError::new(status, error.code(), error.to_string())
     }

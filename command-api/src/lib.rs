@@ -24,7 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use auth::Jwt;
 pub use error::ApiError;
-pub use state::{ApiConfig, AppState};
+pub use state::{ApiConfig, AppState, ChainApiConfig};
 
 /// The whole HTTP application: API routes, OpenAPI and docs, request ids, metrics, limits.
 pub fn router(state: AppState) -> Router {

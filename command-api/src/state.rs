@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::Store;
+use rust_decimal::Decimal;
 
 use crate::auth::Jwt;
 use crate::telemetry::Metrics;
@@ -18,6 +19,29 @@ pub struct ApiConfig {
     pub price_age_max: Duration,
     /// Platform fee on purchases, in basis points of the subtotal.
     pub fee_bps: u32,
+    pub chain: ChainApiConfig,
+}
+
+/// Rules of the chain flows the API enforces before a withdrawal is queued.
+#[derive(Debug, Clone)]
+pub struct ChainApiConfig {
+    /// How long a newly linked address waits before it may receive withdrawals; `None`: 0 on
+    /// the dev chain, a day on any other (from `chain_identity.is_dev_chain`).
+    pub address_cooldown: Option<Duration>,
+    /// CARBON one user may withdraw to the chain in any 24 hours.
+    pub withdrawal_user_daily_limit: Decimal,
+    /// CARBON all users together may withdraw to the chain in any 24 hours.
+    pub withdrawal_global_daily_limit: Decimal,
+}
+
+impl Default for ChainApiConfig {
+    fn default() -> Self {
+        ChainApiConfig {
+            address_cooldown: None,
+            withdrawal_user_daily_limit: Decimal::new(1_000_000, 3),
+            withdrawal_global_daily_limit: Decimal::new(100_000_000, 3),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -28,6 +52,7 @@ impl Default for ApiConfig {
             login_failure_window: Duration::from_secs(15 * 60),
             price_age_max: Duration::from_secs(3600),
             fee_bps: 100,
+            chain: ChainApiConfig::default(),
         }
     }
 }

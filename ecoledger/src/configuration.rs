@@ -82,6 +82,16 @@ pub struct ServeSettings {
     /// A price observed longer ago than this many seconds is shown `stale`.
     #[arg(long, env = "ECOLEDGER_PRICE_MAX_AGE_SECS", default_value_t = 3600)]
     pub price_max_age_secs: u64,
+    /// Seconds a newly linked chain address waits before it may receive withdrawals. Unset:
+    /// 0 on the dev chain, 86400 on any other (decided by the stored chain identity).
+    #[arg(long, env = "ECOLEDGER_CHAIN_ADDRESS_COOLDOWN_SECS")]
+    pub chain_address_cooldown_secs: Option<u64>,
+    /// CARBON one user may withdraw to the chain in any 24 hours.
+    #[arg(long, env = "ECOLEDGER_CHAIN_WITHDRAWAL_USER_DAILY_LIMIT", default_value = "1000.000", value_parser = parse_carbon_limit)]
+    pub chain_withdrawal_user_daily_limit: Decimal,
+    /// CARBON everyone together may withdraw to the chain in any 24 hours.
+    #[arg(long, env = "ECOLEDGER_CHAIN_WITHDRAWAL_GLOBAL_DAILY_LIMIT", default_value = "100000.000", value_parser = parse_carbon_limit)]
+    pub chain_withdrawal_global_daily_limit: Decimal,
     /// Components to run, comma-separated: api, relay, projections, sagas, prices, bridge
     /// (default all).
     #[arg(
@@ -115,6 +125,11 @@ impl ServeSettings {
             login_failure_window: Duration::from_secs(self.login_failure_window_secs),
             price_age_max: Duration::from_secs(self.price_max_age_secs),
             fee_bps: self.fee_bps,
+            chain: command_api::ChainApiConfig {
+                address_cooldown: self.chain_address_cooldown_secs.map(Duration::from_secs),
+                withdrawal_user_daily_limit: self.chain_withdrawal_user_daily_limit,
+                withdrawal_global_daily_limit: self.chain_withdrawal_global_daily_limit,
+            },
         }
     }
 
@@ -171,6 +186,13 @@ pub struct PriceSettings {
 pub enum CoinGeckoApiPlan {
     Demo,
     Pro,
+}
+
+/// A CARBON amount limit: a decimal string at CARBON's scale at most (never a float).
+fn parse_carbon_limit(text: &str) -> Result<Decimal, String> {
+    domain::Amount::parse(text, domain::Currency::Carbon)
+        .map(|amount| amount.value())
+        .map_err(|error| format!("{text:?} is not a CARBON amount: {error}"))
 }
 
 fn parse_jump_pct(text: &str) -> Result<Decimal, String> {

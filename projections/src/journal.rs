@@ -3,9 +3,9 @@ use domain::accounts::Account;
 use event_store::{RecordedEvent, StoreError};
 use sqlx::PgConnection;
 
-use crate::{occurred_at, stream_uuid, wallet_event, Projection};
+use crate::{occurred_at, postings_of, Projection};
 
-/// `rm_postings`: the double-entry journal, one row per posting of every wallet event, keyed
+/// `rm_postings`: the double-entry journal, one row per posting of every wallet event and chain movement, keyed
 /// by the event's position and the posting's index within it. A trial balance at position N
 /// is the sum of the rows up to N (DESIGN.md section 3).
 pub struct Journal;
@@ -23,8 +23,7 @@ impl Projection for Journal {
     /// Postings that move nothing or move money to the account they came from are bugs: the
     /// table's CHECKs refuse them, and the projector stops there (logging and retrying) rather than record one.
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
-        let Some(wallet_event) = wallet_event(event)? else { return Ok(()) };
-        let postings = wallet_event.postings(stream_uuid(event)?);
+        let postings = postings_of(event)?;
         if postings.is_empty() {
             return Ok(());
         }
@@ -59,9 +58,12 @@ impl Journal {
     pub(crate) async fn insert_batch(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
         let mut rows = PostingRows::default();
         for event in events {
-            let Some(wallet_event) = wallet_event(event)? else { continue };
+            let postings = postings_of(event)?;
+            if postings.is_empty() {
+                continue;
+            }
             let occurred_at = occurred_at(event)?;
-            for (index, posting) in wallet_event.postings(stream_uuid(event)?).iter().enumerate() {
+            for (index, posting) in postings.iter().enumerate() {
                 rows.positions.push(event.position);
                 rows.indexes.push(index as i16);
                 rows.currencies.push(posting.currency.code().to_string());

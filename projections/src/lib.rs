@@ -3,6 +3,7 @@
 //! replay from Postgres reproduces the live tables row for row.
 
 mod audit;
+mod chain;
 mod checkpoint;
 mod journal;
 mod listings;
@@ -65,6 +66,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(audit::AuditEvents),
         Arc::new(journal::Journal),
         Arc::new(prices::Prices::default()),
+        Arc::new(chain::Chain),
     ]
 }
 
@@ -109,6 +111,27 @@ pub(crate) fn purchase_event(event: &RecordedEvent) -> Result<Option<domain::pur
         return Ok(None);
     }
     event_store::store::decode_event::<domain::purchase::Purchase>(event).map(Some)
+}
+
+/// Decodes a chain movement event (a movement between system accounts), or `None` for other
+/// aggregates.
+pub(crate) fn chain_movement_event(
+    event: &RecordedEvent,
+) -> Result<Option<domain::chain::ChainMovementEvent>, StoreError> {
+    if event.aggregate_type != <domain::chain::ChainMovement as cqrs_es::Aggregate>::TYPE {
+        return Ok(None);
+    }
+    event_store::store::decode_event::<domain::chain::ChainMovement>(event).map(Some)
+}
+
+/// Every posting an event records: a wallet's, or a chain movement's (both sides system
+/// accounts). The journal and the system accounts read postings only through here, so no kind
+/// of posting can be left out of the trial balance.
+pub(crate) fn postings_of(event: &RecordedEvent) -> Result<Vec<domain::accounts::Posting>, StoreError> {
+    if let Some(wallet_event) = wallet_event(event)? {
+        return Ok(wallet_event.postings(stream_uuid(event)?));
+    }
+    Ok(chain_movement_event(event)?.map(|movement| movement.postings()).unwrap_or_default())
 }
 
 /// Decodes a user event, or `None` for other aggregates.

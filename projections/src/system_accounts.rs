@@ -7,10 +7,11 @@ use event_store::{RecordedEvent, StoreError};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-use crate::{stream_uuid, wallet_event, Projection};
+use crate::{postings_of, Projection};
 
-/// `rm_system_accounts`: balances of `external`, `transit` and `fees` per currency, derived
-/// from the system side of every wallet posting. With the wallets' balances they sum to zero
+/// `rm_system_accounts`: balances of the system accounts (`external`, `transit`, `fees`,
+/// `chain`, `retired`, `chain_suspense`) per currency, derived from the system side of every
+/// posting (wallet events and chain movements). With the wallets' balances they sum to zero
 /// per currency: the trial balance.
 pub struct SystemAccounts;
 
@@ -32,8 +33,7 @@ impl Projection for SystemAccounts {
     async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
         let mut changes: BTreeMap<(Currency, &'static str), (Decimal, i64)> = BTreeMap::new();
         for event in events {
-            let Some(wallet_event) = wallet_event(event)? else { continue };
-            for posting in wallet_event.postings(stream_uuid(event)?) {
+            for posting in postings_of(event)? {
                 for (account, delta) in [(posting.debit, -posting.amount), (posting.credit, posting.amount)] {
                     if let Account::System { account } = account {
                         let change = changes.entry((posting.currency, account.name())).or_default();

@@ -129,6 +129,8 @@ enum Effect {
         reason: Option<String>,
         at: DateTime<Utc>,
         position: i64,
+        /// Set when settling reveals the reference (a mint's transaction hash).
+        reference: Option<String>,
     },
     /// A reversal line, and the original marked as reversed by it.
     Reverse {
@@ -146,15 +148,21 @@ fn effect_of(event: &RecordedEvent) -> Result<Effect, StoreError> {
         let (at, position) = (occurred_at(event)?, event.position);
         return Ok(match transfer {
             TransferEvent::TransferInitiated(_) => Effect::None,
-            TransferEvent::TransferCompleted(parties) => {
-                Effect::Settle { transaction_id: parties.transfer_id, status: "completed", reason: None, at, position }
-            }
+            TransferEvent::TransferCompleted(parties) => Effect::Settle {
+                transaction_id: parties.transfer_id,
+                status: "completed",
+                reason: None,
+                at,
+                position,
+                reference: None,
+            },
             TransferEvent::TransferFailed { parties, reason } => Effect::Settle {
                 transaction_id: parties.transfer_id,
                 status: "failed",
                 reason: Some(reason),
                 at,
                 position,
+                reference: None,
             },
         });
     }
@@ -175,12 +183,22 @@ fn wallet_effect(event: WalletEvent, origin: Origin) -> Effect {
             let line = Line { status: "pending", reference: Some(reference), destination: Some(destination), ..line };
             Effect::Insert(vec![line])
         }
-        WalletEvent::WithdrawalCompleted { withdrawal_id, .. } => {
-            Effect::Settle { transaction_id: withdrawal_id, status: "completed", reason: None, at, position }
-        }
-        WalletEvent::WithdrawalFailed { withdrawal_id, reason, .. } => {
-            Effect::Settle { transaction_id: withdrawal_id, status: "failed", reason: Some(reason), at, position }
-        }
+        WalletEvent::WithdrawalCompleted { withdrawal_id, .. } => Effect::Settle {
+            transaction_id: withdrawal_id,
+            status: "completed",
+            reason: None,
+            at,
+            position,
+            reference: None,
+        },
+        WalletEvent::WithdrawalFailed { withdrawal_id, reason, .. } => Effect::Settle {
+            transaction_id: withdrawal_id,
+            status: "failed",
+            reason: Some(reason),
+            at,
+            position,
+            reference: None,
+        },
         WalletEvent::TransactionReversed { reversal_id, original_transaction_id, currency, amount, reason, .. } => {
             let line = Line::new(reversal_id, "reversal", currency, &amount, origin);
             let line = Line { reversal_of: Some(original_transaction_id), reason: Some(reason), ..line };
@@ -193,6 +211,62 @@ fn wallet_effect(event: WalletEvent, origin: Origin) -> Effect {
         WalletEvent::TransferCredited { transfer_id, currency, amount, .. } => {
             Effect::Insert(vec![Line::new(transfer_id, "transfer_in", currency, &amount, origin)])
         }
+        event @ (WalletEvent::ChainWithdrawalRequested { .. }
+        | WalletEvent::ChainWithdrawalMinted { .. }
+        | WalletEvent::ChainWithdrawalReturned { .. }
+        | WalletEvent::ChainDeposited { .. }
+        | WalletEvent::CreditsRetired { .. }) => chain_effect(event, origin),
+        // Shown through their transfer, purchase or hold, or not money movements at all.
+        WalletEvent::WalletOpened { .. }
+        | WalletEvent::TransferReturned { .. }
+        | WalletEvent::PurchaseCredited { .. }
+        | WalletEvent::HoldResized { .. }
+        | WalletEvent::WalletFrozen { .. }
+        | WalletEvent::WalletUnfrozen { .. }
+        | WalletEvent::HoldPlaced { .. }
+        | WalletEvent::HoldCaptured { .. }
+        | WalletEvent::HoldReleased { .. }
+        | WalletEvent::HoldExpired { .. } => Effect::None,
+    }
+}
+
+/// The chain flows as the owner sees them: a withdrawal to the chain is pending until its mint
+/// is final (completed) or it is credited back (failed); deposits from the chain and
+/// retirements are completed at once.
+fn chain_effect(event: WalletEvent, origin: Origin) -> Effect {
+    let Origin { at, position, .. } = origin;
+    match event {
+        WalletEvent::ChainWithdrawalRequested { withdrawal_id, currency, amount, address, .. } => {
+            let line = Line::new(withdrawal_id, "chain_withdrawal", currency, &amount, origin);
+            Effect::Insert(vec![Line { status: "pending", destination: Some(address), ..line }])
+        }
+        WalletEvent::ChainWithdrawalMinted { withdrawal_id, tx_hash, .. } => {
+            // The mint's transaction hash is the line's reference once known.
+            Effect::Settle {
+                transaction_id: withdrawal_id,
+                status: "completed",
+                reason: None,
+                at,
+                position,
+                reference: Some(tx_hash),
+            }
+        }
+        WalletEvent::ChainWithdrawalReturned { withdrawal_id, reason, .. } => Effect::Settle {
+            transaction_id: withdrawal_id,
+            status: "failed",
+            reason: Some(reason),
+            at,
+            position,
+            reference: None,
+        },
+        WalletEvent::ChainDeposited { deposit_id, currency, amount, tx_hash, .. } => {
+            let line = Line::new(deposit_id, "chain_deposit", currency, &amount, origin);
+            Effect::Insert(vec![Line { reference: Some(tx_hash), ..line }])
+        }
+        WalletEvent::CreditsRetired { retirement_id, currency, amount, .. } => {
+            Effect::Insert(vec![Line::new(retirement_id, "retirement", currency, &amount, origin)])
+        }
+        // Only the chain events above are passed here.
         _ => Effect::None,
     }
 }
@@ -210,12 +284,22 @@ fn purchase_effect(event: PurchaseEvent, at: DateTime<Utc>, position: i64) -> Ef
                 Line { status: "pending", ..Line::new(id, "sale", terms.currency, &terms.subtotal, seller) },
             ])
         }
-        PurchaseEvent::PurchaseCompleted(terms) => {
-            Effect::Settle { transaction_id: terms.purchase_id, status: "completed", reason: None, at, position }
-        }
-        PurchaseEvent::PurchaseFailed { terms, reason } => {
-            Effect::Settle { transaction_id: terms.purchase_id, status: "failed", reason: Some(reason), at, position }
-        }
+        PurchaseEvent::PurchaseCompleted(terms) => Effect::Settle {
+            transaction_id: terms.purchase_id,
+            status: "completed",
+            reason: None,
+            at,
+            position,
+            reference: None,
+        },
+        PurchaseEvent::PurchaseFailed { terms, reason } => Effect::Settle {
+            transaction_id: terms.purchase_id,
+            status: "failed",
+            reason: Some(reason),
+            at,
+            position,
+            reference: None,
+        },
     }
 }
 
@@ -223,7 +307,7 @@ fn purchase_effect(event: PurchaseEvent, at: DateTime<Utc>, position: i64) -> Ef
 async fn change(conn: &mut PgConnection, effect: Effect) -> Result<(), StoreError> {
     match effect {
         Effect::Insert(lines) => insert(conn, lines).await,
-        Effect::Settle { transaction_id, status, reason, at, position } => {
+        Effect::Settle { transaction_id, status, reason, at, position, reference } => {
             sqlx::query(
                 "UPDATE rm_transactions SET status = $2, reason = COALESCE($3, reason), updated_at = $4, \
                  last_position = $5 WHERE transaction_id = $1",
@@ -233,6 +317,7 @@ async fn change(conn: &mut PgConnection, effect: Effect) -> Result<(), StoreErro
             .bind(reason)
             .bind(at)
             .bind(position)
+            .bind(reference)
             .execute(&mut *conn)
             .await?;
             Ok(())

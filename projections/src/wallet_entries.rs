@@ -118,6 +118,27 @@ fn entry_of(event: &WalletEvent) -> Option<(Uuid, &'static str, Decimal)> {
             let kind = if *currency == domain::Currency::Carbon { "credits_received" } else { "sale_proceeds" };
             Some((*purchase_id, kind, *balance_after))
         }
-        _ => None,
+        WalletEvent::ChainWithdrawalRequested { withdrawal_id, balance_after, .. } => {
+            Some((*withdrawal_id, "chain_withdrawal", *balance_after))
+        }
+        WalletEvent::ChainWithdrawalReturned { withdrawal_id, balance_after, .. } => {
+            Some((*withdrawal_id, "chain_withdrawal_returned", *balance_after))
+        }
+        WalletEvent::ChainDeposited { deposit_id, balance_after, .. } => {
+            Some((*deposit_id, "chain_deposit", *balance_after))
+        }
+        WalletEvent::CreditsRetired { retirement_id, balance_after, .. } => {
+            Some((*retirement_id, "retirement", *balance_after))
+        }
+        // Listed so a new balance-changing event cannot be dropped by a wildcard unnoticed.
+        WalletEvent::WalletOpened { .. }
+        | WalletEvent::WithdrawalCompleted { .. }
+        | WalletEvent::WalletFrozen { .. }
+        | WalletEvent::WalletUnfrozen { .. }
+        | WalletEvent::HoldPlaced { .. }
+        | WalletEvent::HoldResized { .. }
+        | WalletEvent::HoldReleased { .. }
+        | WalletEvent::HoldExpired { .. }
+        | WalletEvent::ChainWithdrawalMinted { .. } => None,
     }
 }

@@ -2,6 +2,8 @@
 //! free port. Services that a test stops run privately on free ports.
 #![allow(dead_code)]
 
+pub mod chain;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::TcpListener;
@@ -121,6 +123,10 @@ pub struct SpawnOptions {
     pub components: Vec<Component>,
     pub snapshot_interval: i64,
     pub login_failures_max: i64,
+    /// `ECOLEDGER_CHAIN_ADDRESS_COOLDOWN_SECS`; `None`: decided by the chain identity.
+    pub chain_address_cooldown_secs: Option<u64>,
+    /// CARBON per user and for everyone per 24 hours (the withdrawal limits).
+    pub chain_withdrawal_daily_limits: (&'static str, &'static str),
 }
 
 impl Default for SpawnOptions {
@@ -130,6 +136,8 @@ impl Default for SpawnOptions {
             components: vec![Component::Api, Component::Relay, Component::Projections, Component::Sagas],
             snapshot_interval: event_store::store::SNAPSHOT_INTERVAL_DEFAULT,
             login_failures_max: 5,
+            chain_address_cooldown_secs: None,
+            chain_withdrawal_daily_limits: ("1000.000", "100000.000"),
         }
     }
 }
@@ -199,6 +207,9 @@ pub fn serve_settings(db_url: &str, prefix: &str, options: &SpawnOptions) -> Ser
         min_position_wait_ms: 5000,
         price_max_age_secs: 3600,
         fee_bps: 100,
+        chain_address_cooldown_secs: options.chain_address_cooldown_secs,
+        chain_withdrawal_user_daily_limit: options.chain_withdrawal_daily_limits.0.parse().expect("a decimal"),
+        chain_withdrawal_global_daily_limit: options.chain_withdrawal_daily_limits.1.parse().expect("a decimal"),
         components: options.components.clone(),
     }
 }

@@ -38,6 +38,9 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use crate::identity::ContractAddresses;
 pub use store::Kind;
 use store::{Attempt, Mined, NewTx, OpenTx, QueueUpdate};
+/// The certificate of a retirement and its `cert_hash`, as the sender records them (the API's
+/// certificate shows the same), and the token units of a CARBON amount.
+pub use work::{cert_hash, certificate, token_units};
 
 /// Advisory lock class of the sender; the object is derived from the signer's address.
 pub const SENDER_LOCK_CLASS: i32 = 72_570;

@@ -150,7 +150,52 @@ impl Sender {
         tx_hash: B256,
         block_number: u64,
     ) -> Result<(), SenderError> {
-        let Begun::Fresh(uow) = self.store.begin(context("complete", &withdrawal_id.to_string()), None).await? else {
+        let store = self.store.clone();
+        let Some(wallet_id) = self.try_complete(&store, withdrawal_id, tx, tx_hash, block_number).await? else {
+            return Ok(());
+        };
+        if self.stale_refusal(wallet_id, withdrawal_id).await? {
+            let uncached = Store::new(self.store.pool().clone());
+            if self.try_complete(&uncached, withdrawal_id, tx, tx_hash, block_number).await?.is_none() {
+                return Ok(());
+            }
+        }
+        tracing::error!(alert = "chain_withdrawal_rejected", %withdrawal_id, tx_hash = %tx_hash,
+            "the wallet holds no pending withdrawal for a final mint; the transaction is closed");
+        if let Some(tx) = tx {
+            sqlx::query(store::SET_TRANSACTION_FINAL)
+                .bind(tx.signer.as_slice())
+                .bind(tx.nonce as i64)
+                .execute(self.store.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the wallet refused a settlement on a stale state: the database still holds the
+    /// pending withdrawal. A process caches stream states, and another process (the API, when
+    /// run apart from the bridge) may have written the wallet since; a refusal, unlike a write,
+    /// does not meet the stream's sequence, so it is checked here against the database.
+    async fn stale_refusal(&self, wallet_id: Uuid, withdrawal_id: Uuid) -> Result<bool, SenderError> {
+        let fresh = self.store.load_current::<Wallet>(&wallet_id.to_string()).await?;
+        let stale = fresh.aggregate.pending_withdrawals.contains_key(&withdrawal_id);
+        if stale {
+            tracing::warn!(%withdrawal_id, "the wallet refused on a stale cached state; retrying from the database");
+        }
+        Ok(stale)
+    }
+
+    /// One attempt of [`Self::complete_withdrawal`] through `store`: `None` when done (or
+    /// settled before), the wallet's id when the wallet refused.
+    async fn try_complete(
+        &self,
+        store: &Store,
+        withdrawal_id: Uuid,
+        tx: Option<&OpenTx>,
+        tx_hash: B256,
+        block_number: u64,
+    ) -> Result<Option<Uuid>, SenderError> {
+        let Begun::Fresh(uow) = store.begin(context("complete", &withdrawal_id.to_string()), None).await? else {
             unreachable!("no idempotency key: always fresh")
         };
         let mut uow = *uow;
@@ -165,27 +210,21 @@ impl Sender {
         let Some((wallet_id, state)) = row else {
             return Err(SenderError::Invalid(format!("no chain_withdrawals row {withdrawal_id}")));
         };
-        let command = WalletCommand::CompleteChainWithdrawal { withdrawal_id, tx_hash: hex0x(tx_hash), block_number };
-        let settled = state == "final" || state == "returned";
-        let executed = match settled {
-            true => None,
-            false => Some(uow.execute::<Wallet>(&wallet_id.to_string(), command, &()).await?),
-        };
-        if let Some(Err(rejection)) = &executed {
-            tracing::error!(alert = "chain_withdrawal_rejected", %withdrawal_id, code = rejection.code(),
-                "the wallet refused to record a final mint");
-        }
-        if settled || matches!(executed, Some(Err(_))) {
+        if state == "final" || state == "returned" {
             drop(uow);
             tracing::warn!(%withdrawal_id, %state, tx_hash = %tx_hash, "a mint of a settled withdrawal");
             if let Some(tx) = tx {
                 sqlx::query(store::SET_TRANSACTION_FINAL)
                     .bind(tx.signer.as_slice())
                     .bind(tx.nonce as i64)
-                    .execute(self.store.pool())
+                    .execute(store.pool())
                     .await?;
             }
-            return Ok(());
+            return Ok(None);
+        }
+        let command = WalletCommand::CompleteChainWithdrawal { withdrawal_id, tx_hash: hex0x(tx_hash), block_number };
+        if uow.execute::<Wallet>(&wallet_id.to_string(), command, &()).await?.is_err() {
+            return Ok(Some(wallet_id));
         }
         if let Some(tx) = tx {
             let mut arguments = sqlx::postgres::PgArguments::default();
@@ -204,7 +243,7 @@ impl Sender {
         );
         uow.commit(|_| Outcome::new(200, serde_json::Value::Null)).await?;
         tracing::info!(%withdrawal_id, tx_hash = %tx_hash, block_number, "withdrawal minted and final");
-        Ok(())
+        Ok(None)
     }
 
     /// The `Minted` log of `ref` at or below `final_block`, if there is one.
@@ -284,8 +323,29 @@ impl Sender {
         withdrawal: &store::QueuedWithdrawal,
         final_block: u64,
     ) -> Result<(), SenderError> {
+        let store = self.store.clone();
+        if !self.try_return(&store, withdrawal, final_block).await? {
+            return Ok(());
+        }
         let id = withdrawal.withdrawal_id;
-        let Begun::Fresh(uow) = self.store.begin(context("return", &id.to_string()), None).await? else {
+        if self.stale_refusal(withdrawal.wallet_id, id).await? {
+            let uncached = Store::new(self.store.pool().clone());
+            if !self.try_return(&uncached, withdrawal, final_block).await? {
+                return Ok(());
+            }
+        }
+        Err(SenderError::Invalid(format!("the wallet refused ReturnChainWithdrawal of {id}")))
+    }
+
+    /// One attempt of [`Self::return_withdrawal`]: `true` when the wallet refused.
+    async fn try_return(
+        &self,
+        store: &Store,
+        withdrawal: &store::QueuedWithdrawal,
+        final_block: u64,
+    ) -> Result<bool, SenderError> {
+        let id = withdrawal.withdrawal_id;
+        let Begun::Fresh(uow) = store.begin(context("return", &id.to_string()), None).await? else {
             unreachable!("no idempotency key: always fresh")
         };
         let mut uow = *uow;
@@ -294,12 +354,12 @@ impl Sender {
             .fetch_optional(uow.connection())
             .await?;
         if !matches!(state.as_deref(), Some("queued" | "submitted")) {
-            return Ok(());
+            return Ok(false);
         }
         let reason = format!("cancelled by an admin; never minted (checked at final block {final_block})");
         let command = WalletCommand::ReturnChainWithdrawal { withdrawal_id: id, reason: reason.clone() };
-        if let Err(rejection) = uow.execute::<Wallet>(&withdrawal.wallet_id.to_string(), command, &()).await? {
-            return Err(SenderError::Invalid(format!("wallet refused ReturnChainWithdrawal: {rejection}")));
+        if uow.execute::<Wallet>(&withdrawal.wallet_id.to_string(), command, &()).await?.is_err() {
+            return Ok(true);
         }
         let mut arguments = sqlx::postgres::PgArguments::default();
         arguments.add(id).map_err(sqlx::Error::Encode)?;
@@ -310,7 +370,7 @@ impl Sender {
         );
         uow.commit(|_| Outcome::new(200, serde_json::Value::Null)).await?;
         tracing::info!(withdrawal_id = %id, final_block, "cancelled withdrawal credited back: never minted");
-        Ok(())
+        Ok(false)
     }
 
     /// Records queued retirements on the chain with their certificate's hash. One already

@@ -72,3 +72,54 @@ async fn serve_mints_a_queued_withdrawal_and_completes_the_wallet() {
     assert!(text.contains("ecoledger_chain_sender_halted 0"), "{text}");
     app.stop_chain().await;
 }
+
+/// The README's walkthrough end to end: a linked address receives a withdrawal as tokens, and
+/// a retirement's public certificate carries the transaction that recorded its hash.
+#[tokio::test]
+async fn a_withdrawal_and_a_retirement_over_the_api_reach_the_chain() {
+    use ecoledger::configuration::Component;
+    use serde_json::json;
+
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let components =
+        vec![Component::Api, Component::Relay, Component::Projections, Component::Sagas, Component::Bridge];
+    let chain = dev_chain_settings(dir.path());
+    let app = TestApp::try_spawn_with_chain_running(&db, &unique_prefix(), &chain, components).await.unwrap();
+    let admin = app.admin().await;
+    let alice = app.register("alice").await;
+    let wallet = alice.wallet("CARBON");
+    app.deposit(&admin, wallet, "10.000").await;
+    let holder = alloy::signers::local::PrivateKeySigner::random();
+    let address = common::chain::link(&app, &alice, &holder).await;
+
+    let reply = common::chain::withdraw(&app, &alice, wallet, "1.500", &address).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    let id = reply.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/chain/withdrawals/{id}?min_position={}", reply.position());
+    let view = eventually("the withdrawal to be final on the chain", || async {
+        let view = app.get(&path, &alice.token).await;
+        (view.body["chain"]["state"] == "final").then_some(view.body)
+    })
+    .await;
+    let token = CarbonToken::new(app.bridge().identity().identity.contracts.carbon_token, app.bridge().provider());
+    assert_eq!(token.balanceOf(holder.address()).call().await.unwrap(), U256::from(1_500));
+    assert!(view["chain"]["tx_hash"].as_str().is_some_and(|h| h.len() == 66), "{view}");
+
+    let request = json!({"wallet_id": wallet, "amount": "2.000", "beneficiary": "Acme GmbH",
+                         "reason": "Business travel 2025", "consumption_period": "2025", "country": "DE"});
+    let retired = app.post("/api/v1/retirements", &alice.token, request).await;
+    assert_eq!(retired.status, StatusCode::CREATED, "{:?}", retired.body);
+    let retirement = retired.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/retirements/{retirement}?min_position={}", retired.position());
+    let certificate = eventually("the retirement to be recorded on the chain", || async {
+        let reply = app.request(reqwest::Method::GET, &path, None, None).await;
+        (reply.body["chain_state"] == "final").then_some(reply.body)
+    })
+    .await;
+    let on_chain = token.recordedRetirements(chain_bridge::uuid_ref(retirement.parse().unwrap())).call().await.unwrap();
+    assert_eq!(certificate["cert_hash"].as_str().unwrap(), hex::encode(on_chain.certHash));
+    assert_eq!(on_chain.amount, U256::from(2_000));
+    assert!(certificate["tx_hash"].as_str().is_some_and(|h| h.len() == 66), "{certificate}");
+    app.stop_chain().await;
+}

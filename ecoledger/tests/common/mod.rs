@@ -522,7 +522,17 @@ impl TestApp {
         prefix: &str,
         chain: &ecoledger::configuration::ChainSettings,
     ) -> anyhow::Result<TestApp> {
-        let options = SpawnOptions { components: vec![Component::Api, Component::Bridge], ..SpawnOptions::default() };
+        TestApp::try_spawn_with_chain_running(db, prefix, chain, vec![Component::Api, Component::Bridge]).await
+    }
+
+    /// As [`TestApp::try_spawn_with_chain`], running `components`.
+    pub async fn try_spawn_with_chain_running(
+        db: &TestDb,
+        prefix: &str,
+        chain: &ecoledger::configuration::ChainSettings,
+        components: Vec<Component>,
+    ) -> anyhow::Result<TestApp> {
+        let options = SpawnOptions { components, ..SpawnOptions::default() };
         let settings = serve_settings(&db.url, prefix, &options);
         let prices = ecoledger::configuration::PriceSettings::default();
         let server = startup::start_with_chain(&settings, &prices, chain).await?;

@@ -292,3 +292,26 @@ async fn a_suspended_bridge_in_credits_the_wallet_once_and_the_books_balance_and
     let report = bench::invariants::check(&app.db.pool, &[]).await;
     assert!(report.ok(), "invariants:\n{report}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_chain_and_retirement_routes() {
+    let app = TestApp::spawn().await;
+    let reply = app.request(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let paths = reply.body["paths"].as_object().expect("paths");
+    let wanted = [
+        "/api/v1/chain/challenge",
+        "/api/v1/chain/addresses",
+        "/api/v1/chain/withdrawals",
+        "/api/v1/chain/withdrawals/{id}",
+        "/api/v1/chain/withdrawals/{id}/cancel",
+        "/api/v1/chain/pause",
+        "/api/v1/chain/unpause",
+        "/api/v1/chain/suspense",
+        "/api/v1/chain/suspense/{id}/resolve",
+        "/api/v1/retirements",
+        "/api/v1/retirements/{id}",
+    ];
+    let missing: Vec<&str> = wanted.into_iter().filter(|path| !paths.contains_key(*path)).collect();
+    assert_eq!(missing, Vec::<&str>::new());
+}

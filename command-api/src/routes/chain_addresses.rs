@@ -86,6 +86,12 @@ pub async fn chain_challenge(
 ) -> Result<axum::Json<ChallengeView>, ApiError> {
     let mut conn = state.store.pool().acquire().await?;
     let chain = chain_identity(&mut conn).await?;
+    // Expired challenges can link nothing: each user's are dropped as they ask for new ones,
+    // so the table stays about as small as the open ones.
+    sqlx::query("DELETE FROM chain_link_challenges WHERE user_id = $1 AND expires_at <= now()")
+        .bind(caller.user_id)
+        .execute(&mut *conn)
+        .await?;
     let open: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM chain_link_challenges WHERE user_id = $1 AND consumed_at IS NULL AND expires_at > now()",
     )

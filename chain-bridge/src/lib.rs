@@ -11,7 +11,10 @@ pub mod deploy;
 pub mod dev_chain;
 pub mod holder;
 pub mod identity;
+pub mod reconcile;
 pub mod sender;
+pub mod verify_anchors;
+pub mod watcher;
 
 pub use bridge::{Bridge, BridgeConfig, BridgeError, ChainInfo, Network};
 pub use contracts::{ref_uuid, uuid_ref, CarbonStaking, CarbonToken, LedgerAnchor, EVM_VERSION};

@@ -26,6 +26,7 @@ use crate::routes::{audit, auth, health, listings, purchases, reports, transacti
         crate::routes::prices::prices_history, crate::routes::prices::prices_stream,
         audit::audit_events, audit::audit_verify, audit::audit_security,
         reports::reports_trial_balance,
+        crate::routes::chain_reconciliation::reports_chain_reconciliation,
         crate::routes::chain::chain_info,
         health::health_live, health::health_ready,
     ),

@@ -35,8 +35,9 @@ pub enum Command {
     /// Administrative commands.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Walk every hash chain; exit 1 naming the first bad event.
-    Verify(StoreSettings),
+    /// Walk every hash chain; exit 1 naming the first bad event. With --chain, also check the
+    /// event store against every anchor on the chain's LedgerAnchor contract.
+    Verify(VerifyArgs),
     /// Rebuild read models from the event store alone.
     Replay(ReplayArgs),
     /// Benchmarks and fault runs (BENCHMARKS.md).
@@ -96,6 +97,18 @@ pub struct ChainInfoArgs {
     pub store: StoreSettings,
     #[command(flatten)]
     pub chain: ChainSettings,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreSettings,
+    /// Also check every on-chain anchor (the chain from ECOLEDGER_ETH_RPC_URL, or the dev chain
+    /// recorded in Postgres).
+    #[arg(long)]
+    pub chain: bool,
+    #[command(flatten)]
+    pub chain_settings: ChainSettings,
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,7 +223,7 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Admin(AdminCommand::Create(args)) => admin_create(args).await,
-            Command::Verify(settings) => verify(settings).await,
+            Command::Verify(args) => verify(args).await,
             Command::Replay(args) => replay(args).await,
             Command::Bench(command) => command.run().await,
             Command::Prices(PricesCommand::Import(args)) => prices_import(args).await,
@@ -280,20 +293,29 @@ pub async fn admin_create(args: AdminCreateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn verify(settings: StoreSettings) -> anyhow::Result<ExitCode> {
-    let pool = startup::connect_pool(&settings).await?;
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let pool = startup::connect_pool(&args.store).await?;
     let report = event_store::verify::verify(&pool).await?;
     println!("{} streams, {} events, {} checkpoints", report.streams, report.events, report.checkpoints);
-    match report.first_problem {
+    let store_ok = match report.first_problem {
         None => {
             println!("ok: every chain verifies");
-            Ok(ExitCode::SUCCESS)
+            true
         }
         Some(problem) => {
             println!("FAILED: {problem}");
-            Ok(ExitCode::FAILURE)
+            false
         }
-    }
+    };
+    let anchors_ok = match args.chain {
+        true => {
+            let url = args.chain_settings.rpc_url()?;
+            let contracts = args.chain_settings.contracts()?;
+            crate::chain_checks::verify_chain(&pool, url, contracts).await? == ExitCode::SUCCESS
+        }
+        false => true,
+    };
+    Ok(if store_ok && anchors_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {

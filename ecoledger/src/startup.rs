@@ -104,6 +104,7 @@ pub async fn start_with_chain(
         Some(config) if settings.runs(Component::Bridge) => {
             let bridge = start_bridge(&store, &config).await?;
             tasks.push(start_sender(&store, &bridge, chain.sender.sender_config(), &metrics.registry)?);
+            tasks.push(crate::chain_checks::start_watcher(&store, &bridge, &metrics.registry)?);
             Some(bridge)
         }
         Some(_) => None,
@@ -117,13 +118,14 @@ pub async fn start_with_chain(
         .with_context(|| format!("Failed to bind {}", settings.http_addr))?;
     let address = listener.local_addr()?;
     if settings.runs(Component::Api) {
+        let reconciler = crate::chain_checks::Reconciler::new(store.clone(), &metrics.registry)?;
         let state = AppState {
             store,
             jwt: Arc::new(Jwt::new(&jwt_secret(settings), settings.token_ttl_secs)),
             config: Arc::new(settings.api_config()),
             metrics,
             nats: Some(nats),
-            chain: bridge.clone().map(|bridge| Arc::new(BridgeInfo(bridge)) as Arc<dyn ChainInfoSource>),
+            chain: bridge.clone().map(|bridge| Arc::new(BridgeInfo(bridge, reconciler)) as Arc<dyn ChainInfoSource>),
         };
         let app = command_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         tasks.push(tokio::spawn(async move {
@@ -165,8 +167,8 @@ fn start_sender(
     Ok(tokio::spawn(sender.run()))
 }
 
-/// The API's view of the chain, read through the bridge.
-struct BridgeInfo(Arc<chain_bridge::Bridge>);
+/// The API's view of the chain, read through the bridge (and reconciled by the reconciler).
+struct BridgeInfo(Arc<chain_bridge::Bridge>, crate::chain_checks::Reconciler);
 
 impl ChainInfoSource for BridgeInfo {
     fn chain_info(&self) -> futures::future::BoxFuture<'_, Result<ChainInfo, String>> {
@@ -184,6 +186,13 @@ impl ChainInfoSource for BridgeInfo {
                 paused: info.paused,
             })
         })
+    }
+
+    fn chain_reconciliation(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<command_api::routes::chain_reconciliation::ChainReconciliation, String>>
+    {
+        Box::pin(self.1.reconcile(&self.0))
     }
 }
 

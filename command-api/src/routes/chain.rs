@@ -20,6 +20,14 @@ pub trait ChainInfoSource: Send + Sync {
     /// Reads the chain's info now (`paused` from the token contract); `Err` carries why the
     /// chain did not answer (logged, never shown to the caller).
     fn chain_info(&self) -> BoxFuture<'_, Result<ChainInfo, String>>;
+
+    /// Reconciles the token's supply with the ledger's `chain` account now
+    /// (`GET /api/v1/reports/chain-reconciliation`); `Err` carries why it could not.
+    fn chain_reconciliation(
+        &self,
+    ) -> BoxFuture<'_, Result<crate::routes::chain_reconciliation::ChainReconciliation, String>> {
+        Box::pin(async { Err("this chain source does not reconcile".to_string()) })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod chain;
+pub mod chain_reconciliation;
 pub mod health;
 pub mod listings;
 pub mod prices;
@@ -58,6 +59,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/audit/security", get(audit::audit_security))
         .route("/api/v1/chain/info", get(chain::chain_info))
         .route("/api/v1/reports/trial-balance", get(reports::reports_trial_balance))
+        .route("/api/v1/reports/chain-reconciliation", get(chain_reconciliation::reports_chain_reconciliation))
         .route("/health/live", get(health::health_live))
         .route("/health/ready", get(health::health_ready))
         .route("/metrics", get(health::metrics))

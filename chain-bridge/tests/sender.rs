@@ -593,3 +593,45 @@ async fn a_mint_removed_by_a_reorg_before_it_is_final_is_sent_again_and_minted_o
     assert_minted_once(&rig, id, 6_000).await;
     assert_eq!(rig.wallet_events("ChainWithdrawalMinted").await.len(), 1);
 }
+
+#[tokio::test]
+async fn one_sender_per_key_runs_and_a_standby_takes_over_when_it_stops() {
+    let rig = Rig::start().await;
+    let config = SenderConfig { poll_interval: Duration::from_millis(50), ..SenderConfig::default() };
+    let active = tokio::spawn(rig.sender_with(config.clone()).run());
+    let deadline = Instant::now() + DEADLINE;
+    let lock_holders = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted",
+        )
+        .bind(chain_bridge::sender::SENDER_LOCK_CLASS as i64)
+        .fetch_one(rig.pool())
+        .await
+        .unwrap()
+    };
+    while lock_holders().await == 0 {
+        assert!(Instant::now() < deadline, "the first sender never took the key's lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let standby = tokio::spawn(rig.sender_with(config).run());
+    let first = rig.withdraw("1").await;
+    while rig.withdrawal(first).await.0 != "final" {
+        assert!(Instant::now() < deadline, "never final");
+        rig.provider().evm_mine(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lock_holders().await, 1, "the standby holds no lock");
+
+    active.abort();
+    let second = rig.withdraw("2").await;
+    while rig.withdrawal(second).await.0 != "final" {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        rig.provider().evm_mine(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    standby.abort();
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM chain_transactions").fetch_one(rig.pool()).await.unwrap();
+    assert_eq!(sent, 2, "one transaction per withdrawal");
+    assert_eq!(rig.minted_logs(first).await.len(), 1);
+    assert_eq!(rig.minted_logs(second).await.len(), 1);
+}

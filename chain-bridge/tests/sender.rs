@@ -635,3 +635,28 @@ async fn one_sender_per_key_runs_and_a_standby_takes_over_when_it_stops() {
     assert_eq!(rig.minted_logs(first).await.len(), 1);
     assert_eq!(rig.minted_logs(second).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_fee_above_the_cap_leaves_the_mint_pending_never_failed_until_the_cap_allows_it() {
+    let rig = Rig::start().await;
+    let id = rig.withdraw("1.001").await;
+    // A cap below the chain's base fee: the node will not take the transaction.
+    let capped = SenderConfig { max_fee_per_gas: 1, bump_after: Duration::ZERO, ..SenderConfig::default() };
+    let mut sender = rig.started(capped).await;
+    for _ in 0..3 {
+        sender.round().await.expect("a refused broadcast fails nothing");
+        rig.provider().evm_mine(None).await.unwrap();
+    }
+    assert_eq!(rig.withdrawal(id).await.0, "submitted", "pending, never failed");
+    assert!(rig.wallet_events("ChainWithdrawalReturned").await.is_empty());
+    let stored = hash_of(&rig.withdrawal(id).await.1);
+    assert!(rig.provider().get_transaction_receipt(stored).await.unwrap().is_none());
+
+    // The cap is raised: the same nonce is re-signed with fees the chain takes.
+    let mut sender = rig.sender_with(SenderConfig { bump_after: Duration::ZERO, ..SenderConfig::default() });
+    rig.rounds_until(&mut sender, id, "final").await;
+    assert_minted_once(&rig, id, 1_001).await;
+    let nonces: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chain_transactions").fetch_one(rig.pool()).await.unwrap();
+    assert_eq!(nonces, 1, "one nonce, re-signed");
+}

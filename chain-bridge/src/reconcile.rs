@@ -88,7 +88,8 @@ pub struct Unmatched {
     /// The on-chain ref, or the ledger's log id.
     pub reference: String,
     pub tx_hash: Option<String>,
-    /// Signed as it moves the supply against the ledger.
+    /// Signed as it adds to the difference: the unmatched items (all of them, when no more
+    /// than [`UNMATCHED_LISTED_MAX`]) sum to it.
     pub amount: Decimal,
 }
 
@@ -332,7 +333,7 @@ fn compare(
                 kind: "posting_without_log",
                 reference: log_id.to_string(),
                 tx_hash: None,
-                amount: -*amount,
+                amount: *amount,
             }),
         }
     }

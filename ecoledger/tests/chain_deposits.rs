@@ -74,6 +74,13 @@ impl Chain {
         call.send().await.unwrap().get_receipt().await.unwrap().block_number.unwrap()
     }
 
+    /// The holder sends `units` to an address of no one: a block's content, supply unchanged.
+    async fn transfer_away(&self, units: u64) {
+        let token = self.token(&self.holder);
+        let call = token.transfer(Address::repeat_byte(0x42), U256::from(units));
+        call.send().await.unwrap().get_receipt().await.unwrap();
+    }
+
     async fn retire(&self, units: u64) {
         let token = self.token(&self.holder);
         let call = token.retire(U256::from(units), B256::repeat_byte(7));
@@ -214,7 +221,7 @@ async fn a_deposit_a_reorg_removes_before_it_is_confirmed_is_never_credited() {
     let chain = Chain::start().await;
     let user = app.register("reorged").await;
     let wallet = user.wallet("CARBON");
-    chain.mint(5_000, Uuid::new_v4()).await;
+    withdrawn_and_minted(&app, &chain, wallet).await;
     let provider = chain.provider();
     let snapshot = provider.anvil_snapshot().await.unwrap();
     chain.bridge_in(1_000, wallet).await;
@@ -223,15 +230,17 @@ async fn a_deposit_a_reorg_removes_before_it_is_confirmed_is_never_credited() {
 
     // The block holding the deposit is replaced: the chain goes on without it.
     assert!(provider.anvil_revert(snapshot).await.unwrap());
-    chain.mint(1, Uuid::new_v4()).await;
+    chain.transfer_away(1).await;
     provider.anvil_mine(Some(3), None).await.unwrap();
 
     let pass = watcher.pass().await.unwrap();
     assert_eq!(pass.logs_recorded, 0);
-    assert_eq!(balance(&app, wallet).await, Decimal::ZERO);
+    assert_eq!(balance(&app, wallet).await, carbon("5"));
     assert_eq!(events_of_type(&app, "ChainDeposited").await, 0);
     let holder_balance = chain.token(&chain.holder).balanceOf(chain.holder.address()).call().await.unwrap();
-    assert_eq!(holder_balance, U256::from(5_001), "the bridge-in is gone from the chain");
+    assert_eq!(holder_balance, U256::from(4_999), "the bridge-in is gone from the chain");
+    let report = chain.reconcile(&app).await;
+    assert_eq!((report.total_supply, report.difference), (carbon("5"), Decimal::ZERO), "{report:?}");
 }
 
 #[tokio::test]
@@ -240,7 +249,7 @@ async fn a_reorg_deeper_than_the_confirmations_halts_the_watcher_and_debits_noth
     let chain = Chain::start().await;
     let user = app.register("deepreorg").await;
     let wallet = user.wallet("CARBON");
-    chain.mint(5_000, Uuid::new_v4()).await;
+    withdrawn_and_minted(&app, &chain, wallet).await;
     let provider = chain.provider();
     let snapshot = provider.anvil_snapshot().await.unwrap();
     chain.bridge_in(1_000, wallet).await;
@@ -251,11 +260,11 @@ async fn a_reorg_deeper_than_the_confirmations_halts_the_watcher_and_debits_noth
         WatcherConfig::new(chain_id, chain.deployment.token, chain.deployment.first_block, Some(CONFIRMATIONS));
     let watcher = Watcher::new(app.store.clone(), provider.clone(), config, metrics.clone());
     assert_eq!(watcher.pass().await.unwrap().logs_recorded, 1);
-    assert_eq!(balance(&app, wallet).await, carbon("1"));
+    assert_eq!(balance(&app, wallet).await, carbon("6"));
 
     // Confirmed blocks are replaced by others (different content, same heights and more).
     assert!(provider.anvil_revert(snapshot).await.unwrap());
-    chain.mint(7, Uuid::new_v4()).await;
+    chain.transfer_away(7).await;
     provider.anvil_mine(Some(4), None).await.unwrap();
 
     let halted = watcher.pass().await;
@@ -267,8 +276,20 @@ async fn a_reorg_deeper_than_the_confirmations_halts_the_watcher_and_debits_noth
     assert!(reason.is_some_and(|r| r.contains("when processed")));
     // A new watcher (a restart) stays halted; nothing is debited or undone.
     assert!(matches!(chain.watcher(&app).await.pass().await, Err(WatcherError::Halted(_))));
-    assert_eq!(balance(&app, wallet).await, carbon("1"));
+    assert_eq!(balance(&app, wallet).await, carbon("6"));
     assert_eq!(events_of_type(&app, "ChainDeposited").await, 1);
+    // The reconciliation shows the credit whose log the chain no longer has.
+    let report = chain.reconcile(&app).await;
+    assert_eq!(report.difference, carbon("1"), "{report:?}");
+    assert_eq!((report.unmatched[0].kind, report.unmatched[0].amount), ("posting_without_log", carbon("1")));
+}
+
+/// 10 CARBON deposited to `wallet`, 5 withdrawn to the chain and minted to the holder.
+async fn withdrawn_and_minted(app: &TestApp, chain: &Chain, wallet: Uuid) {
+    let admin = app.admin().await;
+    app.deposit(&admin, wallet, "10").await;
+    let withdrawal = withdraw_to_chain(app, wallet, "5", chain.holder.address()).await;
+    chain.mint(5_000, withdrawal).await;
 }
 
 #[tokio::test]

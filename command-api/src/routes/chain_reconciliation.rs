@@ -65,6 +65,7 @@ pub struct ReconciliationUnmatched {
     /// The on-chain ref of a mint, or the ledger's id of a log.
     pub reference: String,
     pub tx_hash: Option<String>,
+    /// Signed as it adds to `difference` (the listed items sum to it when none were left out).
     pub amount: String,
 }
 

@@ -660,3 +660,54 @@ async fn a_fee_above_the_cap_leaves_the_mint_pending_never_failed_until_the_cap_
         sqlx::query_scalar("SELECT count(*) FROM chain_transactions").fetch_one(rig.pool()).await.unwrap();
     assert_eq!(nonces, 1, "one nonce, re-signed");
 }
+
+#[tokio::test]
+async fn the_admins_pause_pauses_the_token_and_holds_mints_until_unpaused() {
+    let rig = Rig::start().await;
+    // On the dev deployment the hot key holds PAUSER_ROLE; here the test deployment's pauser
+    // is another key, so give it to the hot key as the dev chain does.
+    let pauser_role = rig.c.token_view().PAUSER_ROLE().call().await.unwrap();
+    mined(rig.c.token(&rig.c.admin).grantRole(pauser_role, rig.c.bridge.address()).send().await).await;
+    let mut sender = rig.sender().await;
+    sqlx::query("UPDATE chain_controls SET paused = true").execute(rig.pool()).await.unwrap();
+    let id = rig.withdraw("1").await;
+    let deadline = Instant::now() + DEADLINE;
+    while !rig.c.token_view().paused().call().await.unwrap() {
+        sender.round().await.unwrap();
+        assert!(Instant::now() < deadline, "never paused");
+    }
+    for _ in 0..3 {
+        sender.round().await.unwrap();
+    }
+    assert_eq!(rig.withdrawal(id).await.0, "queued", "no mint while paused");
+
+    // Unpausing takes the admin key; the ledger's control follows.
+    mined(rig.c.token(&rig.c.admin).unpause().send().await).await;
+    sqlx::query("UPDATE chain_controls SET paused = false").execute(rig.pool()).await.unwrap();
+    rig.rounds_until(&mut sender, id, "final").await;
+    assert_minted_once(&rig, id, 1_000).await;
+}
+
+#[tokio::test]
+async fn a_hot_key_low_on_eth_is_reported_by_a_metric() {
+    let rig = Rig::start().await;
+    let metrics = SenderMetrics::new();
+    let chain = SenderChain {
+        provider: rig.provider().clone(),
+        signer: rig.c.bridge.clone(),
+        chain_id: 31_337,
+        contracts: ContractAddresses {
+            carbon_token: rig.c.deployment.token,
+            staking: rig.c.deployment.staking,
+            anchor: rig.c.deployment.anchor,
+        },
+        first_block: rig.c.deployment.first_block,
+        confirmations: Some(1),
+    };
+    let low = SenderConfig { low_balance_wei: u128::MAX, ..SenderConfig::default() };
+    let mut sender = Sender::new(rig.store.clone(), chain, low, metrics.clone());
+    sender.check_nonce().await.unwrap().unwrap();
+    sender.round().await.unwrap();
+    assert_eq!(metrics.balance_low.get(), 1);
+    assert!(metrics.balance_wei.get() > 0.0);
+}

@@ -435,3 +435,55 @@ async fn verify_chain(app: &TestApp) -> std::process::Output {
 fn text(output: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
+
+/// End to end with every component: a withdrawal over the API is minted by the sender, the
+/// holder bridges part back (serve's watcher credits the wallet) and retires part on chain,
+/// and the reconciliation over the API comes to zero with nothing in flight.
+#[tokio::test]
+async fn withdraw_bridge_back_and_retire_over_serve_and_the_reconciliation_is_zero() {
+    use ecoledger::configuration::Component;
+
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let components =
+        vec![Component::Api, Component::Relay, Component::Projections, Component::Sagas, Component::Bridge];
+    let settings = dev_chain_settings(dir.path());
+    let app = TestApp::try_spawn_with_chain_running(&db, &unique_prefix(), &settings, components).await.unwrap();
+    let admin = app.admin().await;
+    let auditor = app.staff("e2eauditor", domain::user::Role::Auditor).await;
+    let alice = app.register("e2ealice").await;
+    let wallet = alice.wallet("CARBON");
+    app.deposit(&admin, wallet, "10.000").await;
+    let holder = PrivateKeySigner::random();
+    app.bridge().provider().anvil_set_balance(holder.address(), U256::from(10_u128.pow(21))).await.unwrap();
+    let address = common::chain::link(&app, &alice, &holder).await;
+    let reply = common::chain::withdraw(&app, &alice, wallet, "4.000", &address).await;
+    assert_eq!(reply.status, reqwest::StatusCode::ACCEPTED, "{:?}", reply.body);
+
+    let token_address = app.bridge().identity().identity.contracts.carbon_token;
+    let signing = chain_bridge::bridge::signing_provider(app.bridge().rpc_url().clone(), holder.clone());
+    let token = CarbonToken::new(token_address, &signing);
+    eventually("the mint to reach the holder", || async {
+        (token.balanceOf(holder.address()).call().await.ok()? == U256::from(4_000)).then_some(())
+    })
+    .await;
+    let call = token.bridgeIn(U256::from(1_500), uuid_ref(wallet));
+    call.send().await.unwrap().get_receipt().await.unwrap();
+    let call = token.retire(U256::from(500), B256::repeat_byte(9));
+    call.send().await.unwrap().get_receipt().await.unwrap();
+
+    eventually("serve's watcher to credit the bridge-in", || async {
+        (balance(&app, wallet).await == carbon("7.5")).then_some(())
+    })
+    .await;
+    let path = "/api/v1/reports/chain-reconciliation";
+    let report = eventually("the reconciliation to see everything settled", || async {
+        let reply = app.get(path, &auditor.token).await;
+        let settled = reply.body["terms"].as_array()?.iter().all(|t| t["amount"] == "0.000");
+        (reply.body["total_supply"] == "2.000" && settled).then_some(reply.body)
+    })
+    .await;
+    assert_eq!((report["chain_account"].as_str(), report["difference"].as_str()), (Some("2.000"), Some("0.000")));
+    assert_eq!(events_of_type(&app, "RetiredOnChain").await, 1);
+    app.stop_chain().await;
+}

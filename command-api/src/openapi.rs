@@ -28,10 +28,18 @@ use crate::routes::{audit, auth, health, listings, purchases, reports, transacti
         reports::reports_trial_balance,
         crate::routes::chain_reconciliation::reports_chain_reconciliation,
         crate::routes::chain::chain_info,
+        crate::routes::chain_addresses::chain_challenge, crate::routes::chain_addresses::chain_addresses_link,
+        crate::routes::chain_addresses::chain_addresses_list,
+        crate::routes::chain_withdrawals::chain_withdrawals_create, crate::routes::chain_withdrawals::chain_withdrawals_get,
+        crate::routes::chain_withdrawals::chain_withdrawals_cancel, crate::routes::chain_withdrawals::chain_pause,
+        crate::routes::chain_withdrawals::chain_unpause, crate::routes::chain_withdrawals::chain_suspense_list,
+        crate::routes::chain_withdrawals::chain_suspense_resolve,
+        crate::routes::retirements::retirements_create, crate::routes::retirements::retirements_get,
+        crate::routes::retirements::retirements_list,
         health::health_live, health::health_ready,
     ),
     modifiers(&BearerAuth),
-    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "prices"), (name = "audit"), (name = "reports"), (name = "chain"), (name = "health"))
+    tags((name = "users"), (name = "auth"), (name = "wallets"), (name = "transactions"), (name = "transfers"), (name = "announcements"), (name = "purchases"), (name = "prices"), (name = "audit"), (name = "reports"), (name = "chain"), (name = "retirements"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -3,12 +3,15 @@
 pub mod audit;
 pub mod auth;
 pub mod chain;
+pub mod chain_addresses;
 pub mod chain_reconciliation;
+pub mod chain_withdrawals;
 pub mod health;
 pub mod listings;
 pub mod prices;
 pub mod purchases;
 pub mod reports;
+pub mod retirements;
 pub mod transactions;
 pub mod transfers;
 pub mod users;
@@ -58,9 +61,30 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/audit/verify", get(audit::audit_verify))
         .route("/api/v1/audit/security", get(audit::audit_security))
         .route("/api/v1/chain/info", get(chain::chain_info))
+        .merge(chain_routes())
         .route("/api/v1/reports/trial-balance", get(reports::reports_trial_balance))
         .route("/api/v1/reports/chain-reconciliation", get(chain_reconciliation::reports_chain_reconciliation))
         .route("/health/live", get(health::health_live))
         .route("/health/ready", get(health::health_ready))
         .route("/metrics", get(health::metrics))
+}
+
+/// The chain flows: linking addresses, withdrawals to the chain and their controls, and
+/// retirements (whose certificates are public).
+fn chain_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/chain/challenge", get(chain_addresses::chain_challenge))
+        .route(
+            "/api/v1/chain/addresses",
+            post(chain_addresses::chain_addresses_link).get(chain_addresses::chain_addresses_list),
+        )
+        .route("/api/v1/chain/withdrawals", post(chain_withdrawals::chain_withdrawals_create))
+        .route("/api/v1/chain/withdrawals/{id}", get(chain_withdrawals::chain_withdrawals_get))
+        .route("/api/v1/chain/withdrawals/{id}/cancel", post(chain_withdrawals::chain_withdrawals_cancel))
+        .route("/api/v1/chain/pause", post(chain_withdrawals::chain_pause))
+        .route("/api/v1/chain/unpause", post(chain_withdrawals::chain_unpause))
+        .route("/api/v1/chain/suspense", get(chain_withdrawals::chain_suspense_list))
+        .route("/api/v1/chain/suspense/{id}/resolve", post(chain_withdrawals::chain_suspense_resolve))
+        .route("/api/v1/retirements", post(retirements::retirements_create).get(retirements::retirements_list))
+        .route("/api/v1/retirements/{id}", get(retirements::retirements_get))
 }

@@ -711,3 +711,48 @@ async fn a_hot_key_low_on_eth_is_reported_by_a_metric() {
     assert_eq!(metrics.balance_low.get(), 1);
     assert!(metrics.balance_wei.get() > 0.0);
 }
+
+#[tokio::test]
+async fn an_anchor_of_a_real_relay_checkpoint_passes_verify_chain() {
+    let rig = Rig::start().await;
+    // Enough events for the relay to store a checkpoint at once (every 1,000 events).
+    let mut uow = begin(&rig.store).await;
+    for _ in 0..1_000 {
+        let deposit = WalletCommand::Deposit {
+            transaction_id: Uuid::new_v4(),
+            amount: carbon("1"),
+            currency: Currency::Carbon,
+            reference: "bulk".into(),
+        };
+        uow.execute::<Wallet>(&rig.wallet.to_string(), deposit, &()).await.unwrap().unwrap();
+    }
+    uow.commit(|_| Outcome::new(200, serde_json::Value::Null)).await.unwrap();
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
+    let nats = event_store::bus::connect(&nats_url).await.expect("NATS");
+    let bus = event_store::Bus::new(&format!("sendertest{}", Uuid::new_v4().simple())).unwrap();
+    let relay = tokio::spawn(event_store::Relay::new(rig.store.clone(), bus, nats).run());
+
+    let config = SenderConfig { anchor_every: 1, rebroadcast_after: Duration::ZERO, ..SenderConfig::default() };
+    let mut sender = rig.started(config).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        sender.round().await.unwrap();
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM chain_anchors ORDER BY position DESC LIMIT 1")
+                .fetch_optional(rig.pool())
+                .await
+                .unwrap();
+        if state.as_deref() == Some("final") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no anchor final: {state:?}");
+        rig.provider().evm_mine(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.abort();
+    let anchors = chain_bridge::verify_anchors::read_anchors(rig.provider(), rig.c.deployment.anchor, 0).await.unwrap();
+    assert_eq!(anchors.len(), 1);
+    assert!(anchors[0].count >= 1_000);
+    let checks = chain_bridge::verify_anchors::check_anchors(rig.pool(), anchors).await.unwrap();
+    assert_eq!(checks[0].problem, None, "verify --chain accepts the anchor");
+}

@@ -10,8 +10,10 @@
 //!   other `accountRef`, or a wallet that refuses the credit, `chain` → `chain_suspense`
 //!   (`SuspendBridgeIn`) for an admin to resolve. `Retired` posts `chain` → `retired`.
 //! - Only blocks at or below the confirmed block are read: `head - confirmations + 1`, or the
-//!   node's `finalized` block when the bridge counts confirmations only there. After a range,
-//!   the cursor (`chain_watcher_cursor`) moves to its last block with that block's hash. Before
+//!   node's `finalized` block when the bridge counts confirmations only there. The cursor
+//!   (`chain_watcher_cursor`: a block number and that block's hash) moves in each log's unit of
+//!   work to the block before the log's (its hash: the log block's parent), and after a range to
+//!   the range's last block, so a crash anywhere resumes at the last log recorded. Before
 //!   the next range the node must still have that hash at that height: a mismatch is a reorg
 //!   deeper than the confirmations. The watcher then halts with an alert (`alert` field
 //!   [`ALERT_REORG`], metric `ecoledger_chain_watcher_halted`); it never debits or undoes a
@@ -161,6 +163,8 @@ struct ChainLog {
     log_id: Uuid,
     block_number: u64,
     block_hash: B256,
+    /// The hash of block `block_number - 1`: where the cursor stands once this log is recorded.
+    parent_hash: B256,
     tx_hash: B256,
     log_index_in_tx: u64,
     amount: Decimal,
@@ -332,12 +336,29 @@ impl Watcher {
             .event_signature(vec![CarbonToken::BridgedIn::SIGNATURE_HASH, CarbonToken::Retired::SIGNATURE_HASH]);
         let raw = self.provider.get_logs(&filter).await.map_err(rpc)?;
         let mut ordinals = TxOrdinals::default();
+        let mut parents: HashMap<B256, B256> = HashMap::new();
         let mut logs = Vec::with_capacity(raw.len());
         for log in raw.into_iter().filter(|log| !log.removed) {
-            let log = self.decode(&log, &mut ordinals).await?;
+            let mut log = self.decode(&log, &mut ordinals).await?;
+            log.parent_hash = match parents.get(&log.block_hash) {
+                Some(parent) => *parent,
+                None => {
+                    let parent = self.parent_of(log.block_number, log.block_hash).await?;
+                    *parents.entry(log.block_hash).or_insert(parent)
+                }
+            };
             logs.push(log);
         }
         Ok(logs)
+    }
+
+    /// The parent hash of block `number`, which must still be `hash` on the node.
+    async fn parent_of(&self, number: u64, hash: B256) -> Result<B256, WatcherError> {
+        let block = self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).await.map_err(rpc)?;
+        match block {
+            Some(block) if block.header.hash == hash => Ok(block.header.parent_hash),
+            _ => Err(self.halt(format!("block {number} changed while its logs were read (was {hash})")).await),
+        }
     }
 
     async fn decode(&self, log: &Log, ordinals: &mut TxOrdinals) -> Result<ChainLog, WatcherError> {
@@ -366,7 +387,8 @@ impl Watcher {
                 .halt(format!("log {tx_hash}/{log_index_in_tx}: amount {amount} beyond the ledger's range"))
                 .await);
         };
-        Ok(ChainLog { log_id, block_number, block_hash, tx_hash, log_index_in_tx, amount, event })
+        let parent_hash = B256::ZERO; // set by `read_logs`, once per block
+        Ok(ChainLog { log_id, block_number, block_hash, parent_hash, tx_hash, log_index_in_tx, amount, event })
     }
 
     /// Records one log in one unit of work; `false` when it was recorded before.
@@ -412,6 +434,7 @@ impl Watcher {
             }
         };
         stage_log_row(&mut uow, log, outcome, wallet_id);
+        stage_cursor(&mut uow, self.config.chain_id, log);
         uow.commit(|_| Outcome::new(200, serde_json::Value::Null)).await?;
         self.metrics.logs_recorded.inc();
         tracing::info!(%tx_hash, log_index_in_tx = log.log_index_in_tx, block = log.block_number, outcome,
@@ -491,6 +514,23 @@ async fn stopped_during(stop: &mut watch::Receiver<bool>, wait: Duration) -> boo
         _ = tokio::time::sleep(wait) => *stop.borrow(),
         changed = stop.changed() => changed.is_err() || *stop.borrow(),
     }
+}
+
+/// The cursor moved to the block before the log's (its hash: the log block's parent), in the
+/// unit of work of the log's ledger event: after a crash the watcher goes on from the block of
+/// the last log recorded, whose recorded logs it skips. Never moves back.
+fn stage_cursor(uow: &mut UnitOfWork, chain_id: u64, log: &ChainLog) {
+    use sqlx::Arguments;
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    arguments.add(chain_id as i64).expect("an integer binds");
+    arguments.add(log.block_number as i64 - 1).expect("an integer binds");
+    arguments.add(log.parent_hash.as_slice().to_vec()).expect("bytes bind");
+    uow.stage_statement(
+        "INSERT INTO chain_watcher_cursor (singleton, chain_id, block_number, block_hash) VALUES (true, $1, $2, $3) \
+         ON CONFLICT (singleton) DO UPDATE SET block_number = $2, block_hash = $3, updated_at = now() \
+         WHERE chain_watcher_cursor.block_number < $2",
+        arguments,
+    );
 }
 
 /// The watcher's row for a log, in the unit of work of its ledger event.

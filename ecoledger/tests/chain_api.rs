@@ -7,12 +7,14 @@ mod common;
 
 use alloy::signers::local::PrivateKeySigner;
 use common::chain::{
-    balance, challenge, configure_chain, link, link_with, record_on_chain_retirement_and_deposit, sign,
+    as_bridge, balance, challenge, configure_chain, link, link_with, record_on_chain_retirement_and_deposit, sign,
     suspend_bridge_in, withdraw, DEV_CHAIN_ID,
 };
 use common::{eventually, SpawnOptions, TestApp};
+use domain::wallet::{Wallet, WalletCommand};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 #[tokio::test]
 async fn an_address_links_once_to_its_holder_and_foreign_replayed_expired_or_taken_links_are_refused() {
@@ -314,4 +316,60 @@ async fn the_openapi_document_describes_the_chain_and_retirement_routes() {
     ];
     let missing: Vec<&str> = wanted.into_iter().filter(|path| !paths.contains_key(*path)).collect();
     assert_eq!(missing, Vec::<&str>::new());
+}
+
+#[tokio::test]
+async fn a_withdrawal_shows_completed_once_minted_and_failed_with_the_wallet_credited_once_returned() {
+    let app = TestApp::spawn().await;
+    configure_chain(&app).await;
+    let admin = app.admin().await;
+    let alice = app.register("alice").await;
+    let wallet = alice.wallet("CARBON");
+    app.deposit(&admin, wallet, "5.000").await;
+    let address = link(&app, &alice, &PrivateKeySigner::random()).await;
+    let body = json!({"wallet_id": wallet, "amount": "2.000", "address": address});
+    let headers = [("idempotency-key", "withdraw-1")];
+    let send = || {
+        app.request_with(Method::POST, "/api/v1/chain/withdrawals", Some(&alice.token), Some(body.clone()), &headers)
+    };
+    let (minted, repeat) = (send().await, send().await);
+    assert_eq!(minted.status, StatusCode::ACCEPTED, "{:?}", minted.body);
+    assert_eq!(
+        (repeat.body["id"].clone(), repeat.header("idempotent-replayed")),
+        (minted.body["id"].clone(), Some("true".into()))
+    );
+    let returned = withdraw(&app, &alice, wallet, "1.000", &address).await;
+    let minted_id: Uuid = minted.body["id"].as_str().unwrap().parse().unwrap();
+    let returned_id: Uuid = returned.body["id"].as_str().unwrap().parse().unwrap();
+
+    let last = as_bridge(&app, |mut uow| async move {
+        let complete = WalletCommand::CompleteChainWithdrawal {
+            withdrawal_id: minted_id,
+            tx_hash: "0xabc".into(),
+            block_number: 42,
+        };
+        uow.execute::<Wallet>(&wallet.to_string(), complete, &()).await.unwrap().unwrap();
+        let give_back =
+            WalletCommand::ReturnChainWithdrawal { withdrawal_id: returned_id, reason: "never_minted".into() };
+        uow.execute::<Wallet>(&wallet.to_string(), give_back, &()).await.unwrap().unwrap();
+        uow
+    })
+    .await;
+
+    let shown = app.get(&format!("/api/v1/chain/withdrawals/{minted_id}?min_position={last}"), &alice.token).await;
+    assert_eq!(
+        (shown.body["status"].as_str(), shown.body["chain"]["block_number"].as_i64()),
+        (Some("completed"), Some(42))
+    );
+    let shown = app.get(&format!("/api/v1/chain/withdrawals/{returned_id}?min_position={last}"), &alice.token).await;
+    assert_eq!((shown.body["status"].as_str(), shown.body["reason"].as_str()), (Some("failed"), Some("never_minted")));
+    assert_eq!(balance(&app, &alice, wallet, last).await, "3.000", "5 - 2 minted; the returned 1 is back");
+    let history = app.get(&format!("/api/v1/transactions/{minted_id}?min_position={last}"), &alice.token).await;
+    assert_eq!(
+        (history.body["kind"].as_str(), history.body["status"].as_str()),
+        (Some("chain_withdrawal"), Some("completed"))
+    );
+    app.wait_for_projections(last).await;
+    let report = bench::invariants::check(&app.db.pool, &[]).await;
+    assert!(report.ok(), "invariants:\n{report}");
 }

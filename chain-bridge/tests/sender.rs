@@ -121,7 +121,7 @@ impl Rig {
     }
 
     async fn started(&self, config: SenderConfig) -> Sender {
-        let sender = self.sender_with(config);
+        let mut sender = self.sender_with(config);
         sender.check_nonce().await.unwrap().expect("the nonce agrees with the node");
         sender
     }
@@ -533,7 +533,7 @@ async fn the_anchor_on_chain_is_a_checkpoint_below_the_published_watermark() {
 #[tokio::test]
 async fn a_sender_halts_when_someone_else_used_its_key() {
     let rig = Rig::start().await;
-    let sender = rig.sender().await;
+    let mut sender = rig.sender().await;
     // The hot key sends a transaction the ledger never stored.
     let r = uuid_ref(Uuid::new_v4());
     mined(rig.c.token(&rig.c.bridge).mint(rig.recipient, U256::from(1), r).send().await).await;
@@ -755,4 +755,28 @@ async fn an_anchor_of_a_real_relay_checkpoint_passes_verify_chain() {
     assert!(anchors[0].count >= 1_000);
     let checks = chain_bridge::verify_anchors::check_anchors(rig.pool(), anchors).await.unwrap();
     assert_eq!(checks[0].problem, None, "verify --chain accepts the anchor");
+}
+
+#[tokio::test]
+async fn a_nonce_taken_by_a_transaction_the_ledger_did_not_send_requeues_the_work() {
+    let rig = Rig::start().await;
+    let provider = rig.provider();
+    provider.anvil_set_auto_mine(false).await.unwrap();
+    let id = rig.withdraw("2.5").await;
+    let config = SenderConfig { revert_retry_after: Duration::ZERO, ..SenderConfig::default() };
+    let mut sender = rig.started(config).await;
+    sender.round().await.unwrap();
+    let ours = hash_of(&rig.withdrawal(id).await.1);
+    provider.anvil_drop_all_transactions().await.unwrap();
+    // Someone with the hot key sends another transaction with the same nonce.
+    let token = rig.c.token(&rig.c.bridge);
+    let _ = token.mint(rig.recipient, U256::from(1), uuid_ref(Uuid::new_v4())).gas(200_000).send().await.unwrap();
+    provider.evm_mine(None).await.unwrap();
+    provider.anvil_set_auto_mine(true).await.unwrap();
+    sender.round().await.unwrap();
+    assert!(sender.foreign_nonce_seen(), "seen, so the sender checks its nonce again");
+    sender.check_nonce().await.unwrap().expect("one foreign transaction on our nonce: still consistent");
+    rig.rounds_until(&mut sender, id, "final").await;
+    let tx_hash = assert_minted_once(&rig, id, 2_501).await;
+    assert_ne!(tx_hash, ours, "sent again with a new nonce");
 }

@@ -214,15 +214,31 @@ pub struct Sender {
     started: Instant,
     /// Whether the balance was low at the last look (warn once per drop).
     balance_was_low: bool,
+    /// A nonce of this key was taken by a transaction the ledger did not send.
+    foreign_nonce_seen: bool,
 }
 
 impl Sender {
     pub fn new(store: Store, chain: SenderChain, config: SenderConfig, metrics: SenderMetrics) -> Sender {
-        Sender { store, chain, config, metrics, started: Instant::now(), balance_was_low: false }
+        Sender {
+            store,
+            chain,
+            config,
+            metrics,
+            started: Instant::now(),
+            balance_was_low: false,
+            foreign_nonce_seen: false,
+        }
     }
 
     pub fn signer(&self) -> Address {
         self.chain.signer.address()
+    }
+
+    /// Whether a final transaction not sent by the ledger took one of this key's nonces since
+    /// the last nonce check ([`Sender::run`] checks again, and halts if the key is in use).
+    pub fn foreign_nonce_seen(&self) -> bool {
+        self.foreign_nonce_seen
     }
 
     /// Runs until the task is aborted: takes the signer's lock (waiting as a standby while
@@ -230,6 +246,15 @@ impl Sender {
     /// any point: everything is stored before it is broadcast.
     pub async fn run(mut self) {
         let _lock = self.lock().await;
+        loop {
+            self.wait_for_consistent_nonce().await;
+            self.work().await;
+        }
+    }
+
+    /// Checks the nonce until it agrees with the node; while it does not, the sender is
+    /// halted (metric, error log) and sends nothing.
+    async fn wait_for_consistent_nonce(&mut self) {
         loop {
             match self.check_nonce().await {
                 Ok(Ok(())) => break,
@@ -247,8 +272,13 @@ impl Sender {
         }
         self.metrics.halted.set(0);
         tracing::info!(signer = %self.signer(), "chain sender running");
+    }
+
+    /// Rounds until a final transaction not sent by the ledger is seen on the key's nonces
+    /// (someone else uses the key): then the nonce is checked again, which halts.
+    async fn work(&mut self) {
         let mut backoff = self.config.poll_interval;
-        loop {
+        while !self.foreign_nonce_seen {
             let round = tokio::time::timeout(ROUND_MAX, self.round()).await;
             match round.unwrap_or_else(|_| Err(SenderError::Missing("an answer within the round's time limit"))) {
                 Ok(()) => backoff = self.config.poll_interval,
@@ -290,7 +320,15 @@ impl Sender {
     /// Compares the next nonce stored here with the node's counts. A node count above it
     /// means someone else used the key; a mined count below a nonce recorded final means the
     /// chain lost transactions. Either halts. A first use starts at the node's count.
-    pub async fn check_nonce(&self) -> Result<Result<(), Halt>, SenderError> {
+    pub async fn check_nonce(&mut self) -> Result<Result<(), Halt>, SenderError> {
+        let checked = self.compare_nonce().await;
+        if matches!(checked, Ok(Ok(()))) {
+            self.foreign_nonce_seen = false;
+        }
+        checked
+    }
+
+    async fn compare_nonce(&self) -> Result<Result<(), Halt>, SenderError> {
         let signer = self.signer();
         let provider = &self.chain.provider;
         let latest = provider.get_transaction_count(signer).block_id(BlockNumberOrTag::Latest.into()).await?;
@@ -326,6 +364,9 @@ impl Sender {
     /// One round: track what was sent, settle cancellations, send new work.
     pub async fn round(&mut self) -> Result<(), SenderError> {
         self.track().await?;
+        if self.foreign_nonce_seen {
+            return Ok(());
+        }
         self.settle_cancellations().await?;
         self.send_pause().await?;
         let paused = self.token_paused().await?;
@@ -397,6 +438,7 @@ impl Sender {
             tracing::error!(alert = "chain_nonce_taken", signer = %tx.signer, nonce = tx.nonce, subject = %tx.subject,
                 "a final transaction not sent by the ledger took this nonce; the work is queued again");
             store::finish_and_requeue(self.store.pool(), tx).await?;
+            self.foreign_nonce_seen |= tx.signer == self.signer();
             return Ok(());
         }
         let own = tx.signer == self.signer();

@@ -2,11 +2,15 @@
 //! and `ecoledger verify --chain`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chain_bridge::reconcile::{self, ReconcileConfig, Reconciliation};
 use chain_bridge::watcher::{Watcher, WatcherConfig, WatcherMetrics};
-use command_api::routes::chain_reconciliation::{ChainReconciliation, ReconciliationTerm, ReconciliationUnmatched};
+use command_api::routes::chain_reconciliation::{
+    ChainReconciliation, ReconciliationTerm, ReconciliationUnmatched, DIFFERENCE_KIND,
+};
 use domain::Currency;
 use event_store::Store;
 use prometheus::{IntCounter, IntGauge, Opts, Registry};
@@ -62,8 +66,14 @@ impl Reconciler {
         Ok(Reconciler { store, difference, alerts })
     }
 
-    /// Reconciles at the bridge's confirmed block and the relay's published watermark.
+    /// Reconciles at the bridge's confirmed block and the relay's published watermark, for
+    /// the API.
     pub async fn reconcile(&self, bridge: &chain_bridge::Bridge) -> Result<ChainReconciliation, String> {
+        Ok(reconciliation_view(&self.report(bridge).await?))
+    }
+
+    /// Reconciles and sets the metrics.
+    pub async fn report(&self, bridge: &chain_bridge::Bridge) -> Result<Reconciliation, String> {
         let position = self.store.published_position().await.map_err(|error| error.to_string())?;
         let identity = bridge.identity();
         let config = ReconcileConfig {
@@ -80,8 +90,67 @@ impl Reconciler {
         if !report.difference.is_zero() {
             self.alerts.inc();
         }
-        Ok(reconciliation_view(&report))
+        Ok(report)
     }
+
+    /// One round of the bridge's own check: a difference other than the last one alerted is
+    /// written to the security log (actor `chain-bridge`), so it alerts without anyone asking
+    /// for the report; `last_alerted` goes back to `None` once the books agree again.
+    pub async fn check(&self, bridge: &chain_bridge::Bridge, last_alerted: &mut Option<Decimal>) {
+        let report = match self.report(bridge).await {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(%error, "chain reconciliation failed; retrying next round");
+                return;
+            }
+        };
+        if report.difference.is_zero() {
+            *last_alerted = None;
+            return;
+        }
+        if *last_alerted == Some(report.difference) {
+            return;
+        }
+        let details = serde_json::json!({
+            "block": report.block,
+            "position": report.position,
+            "total_supply": Currency::Carbon.format(report.total_supply),
+            "chain_account": Currency::Carbon.format(report.chain_account),
+            "difference": Currency::Carbon.format(report.difference),
+            "unmatched": report.unmatched.len(),
+        });
+        let written =
+            sqlx::query("INSERT INTO security_audit (kind, actor, code, details) VALUES ($1, 'chain-bridge', $1, $2)")
+                .bind(DIFFERENCE_KIND)
+                .bind(details)
+                .execute(self.store.pool())
+                .await;
+        match written {
+            Ok(_) => *last_alerted = Some(report.difference),
+            Err(error) => tracing::warn!(%error, "the reconciliation alert was not written to the security log"),
+        }
+    }
+}
+
+/// How often the bridge reconciles on its own (each round reads the token's logs from the
+/// deployment block: keep it well apart).
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The bridge's own reconciliation every `interval` (see [`Reconciler::check`]).
+pub fn start_reconciliation_alerts(
+    bridge: Arc<chain_bridge::Bridge>,
+    reconciler: Reconciler,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_alerted = None;
+        loop {
+            ticker.tick().await;
+            reconciler.check(&bridge, &mut last_alerted).await;
+        }
+    })
 }
 
 /// The report as the API answers it: amounts as strings at the CARBON scale.

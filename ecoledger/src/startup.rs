@@ -100,11 +100,14 @@ pub async fn start_with_chain(
         tasks.extend(start_price_ingest(&store, prices, &metrics.registry)?);
     }
     tasks.push(tokio::spawn(run_maintenance(store.pool().clone())));
+    let reconciler = crate::chain_checks::Reconciler::new(store.clone(), &metrics.registry)?;
     let bridge = match chain.bridge_config()? {
         Some(config) if settings.runs(Component::Bridge) => {
             let bridge = start_bridge(&store, &config).await?;
             tasks.push(start_sender(&store, &bridge, chain.sender.sender_config(), &metrics.registry)?);
             tasks.push(crate::chain_checks::start_watcher(&store, &bridge, &metrics.registry)?);
+            let interval = crate::chain_checks::RECONCILE_INTERVAL;
+            tasks.push(crate::chain_checks::start_reconciliation_alerts(bridge.clone(), reconciler.clone(), interval));
             Some(bridge)
         }
         Some(_) => None,
@@ -118,7 +121,6 @@ pub async fn start_with_chain(
         .with_context(|| format!("Failed to bind {}", settings.http_addr))?;
     let address = listener.local_addr()?;
     if settings.runs(Component::Api) {
-        let reconciler = crate::chain_checks::Reconciler::new(store.clone(), &metrics.registry)?;
         let state = AppState {
             store,
             jwt: Arc::new(Jwt::new(&jwt_secret(settings), settings.token_ttl_secs)),

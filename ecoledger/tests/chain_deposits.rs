@@ -380,6 +380,25 @@ async fn the_reconciliation_report_is_for_staff_and_a_difference_is_logged_and_s
             .await
             .unwrap();
     assert!(logged >= 1);
+
+    // The bridge's own round writes the difference once, not at every round.
+    let reconciler = ecoledger::chain_checks::Reconciler::new(app.store.clone(), &prometheus::Registry::new()).unwrap();
+    let by_bridge = || async {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM security_audit WHERE kind = 'chain_reconciliation_difference' AND actor = 'chain-bridge'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        count
+    };
+    let before = by_bridge().await;
+    let mut last_alerted = None;
+    reconciler.check(app.bridge(), &mut last_alerted).await;
+    assert_eq!(last_alerted, Some(carbon("7")));
+    assert_eq!(by_bridge().await, before + 1);
+    reconciler.check(app.bridge(), &mut last_alerted).await;
+    assert_eq!(by_bridge().await, before + 1);
     app.stop_chain().await;
 }
 

@@ -306,6 +306,7 @@ async fn a_stuck_transaction_is_replaced_by_a_fee_bump_of_the_same_nonce() {
         .unwrap();
     assert_eq!(hashes.len(), 2, "one fee bump stored");
     let bumped = B256::from_slice(&hashes[1]);
+    assert_eq!(hash_of(&rig.withdrawal(id).await.1), bumped, "the queue row shows the latest signature");
     provider.evm_mine(None).await.unwrap();
     provider.anvil_set_auto_mine(true).await.unwrap();
     rig.rounds_until(&mut sender, id, "final").await;

@@ -483,9 +483,7 @@ impl Sender {
             max_fee,
             priority_fee: tip,
         };
-        let mut db = self.store.pool().begin().await?;
-        store::insert_attempt(&mut db, &attempt).await?;
-        db.commit().await?;
+        store::insert_bump(self.store.pool(), tx, &attempt).await?;
         self.metrics.fee_bumps.inc();
         tracing::info!(nonce = tx.nonce, attempt = attempt.attempt, tx_hash = %hash, max_fee, tip,
             "re-signed a stuck transaction with higher fees");

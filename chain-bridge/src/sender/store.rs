@@ -171,6 +171,29 @@ pub async fn insert_attempt(conn: &mut PgConnection, attempt: &Attempt<'_>) -> s
     Ok(())
 }
 
+/// Stores a fee bump's attempt and points its work's queue row at the new hash, in one
+/// transaction.
+pub async fn insert_bump(pool: &PgPool, tx: &OpenTx, attempt: &Attempt<'_>) -> sqlx::Result<()> {
+    let mut db = pool.begin().await?;
+    insert_attempt(&mut db, attempt).await?;
+    let table = match tx.kind {
+        Kind::Mint => "chain_withdrawals",
+        Kind::RecordRetirement => "chain_retirements",
+        Kind::Anchor => "chain_anchors",
+        Kind::Pause => return db.commit().await,
+    };
+    let sql = format!(
+        "UPDATE {table} SET tx_hash = $1, updated_at = now() WHERE signer = $2 AND nonce = $3 AND state = 'submitted'"
+    );
+    sqlx::query(&sql)
+        .bind(attempt.tx_hash.as_slice())
+        .bind(tx.signer.as_slice())
+        .bind(tx.nonce as i64)
+        .execute(&mut *db)
+        .await?;
+    db.commit().await
+}
+
 pub async fn mark_broadcast(pool: &PgPool, tx_hash: B256) -> sqlx::Result<()> {
     sqlx::query("UPDATE chain_transaction_attempts SET broadcast_at = now() WHERE tx_hash = $1")
         .bind(tx_hash.as_slice())

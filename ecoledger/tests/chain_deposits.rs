@@ -199,7 +199,13 @@ async fn unknown_accounts_go_to_chain_suspense_and_an_on_chain_retire_posts_chai
     chain.retire(500).await;
     chain.confirm().await;
 
-    assert_eq!(chain.watcher(&app).await.pass().await.unwrap().logs_recorded, 3);
+    // Ranges of two blocks: the cursor is checked and moved between them.
+    let chain_id = chain.provider().get_chain_id().await.unwrap();
+    let mut config =
+        WatcherConfig::new(chain_id, chain.deployment.token, chain.deployment.first_block, Some(CONFIRMATIONS));
+    config.blocks_per_range = 2;
+    let watcher = Watcher::new(app.store.clone(), chain.provider(), config, WatcherMetrics::new());
+    assert_eq!(watcher.pass().await.unwrap().logs_recorded, 3);
 
     assert_eq!(events_of_type(&app, "BridgeInSuspended").await, 2);
     assert_eq!(events_of_type(&app, "RetiredOnChain").await, 1);
@@ -505,4 +511,22 @@ async fn withdraw_bridge_back_and_retire_over_serve_and_the_reconciliation_is_ze
     assert_eq!((report["chain_account"].as_str(), report["difference"].as_str()), (Some("2.000"), Some("0.000")));
     assert_eq!(events_of_type(&app, "RetiredOnChain").await, 1);
     app.stop_chain().await;
+}
+
+#[tokio::test]
+async fn without_confirmations_only_the_finalized_block_counts() {
+    let app = TestApp::spawn().await;
+    let chain = Chain::start().await;
+    let user = app.register("finalized").await;
+    let wallet = user.wallet("CARBON");
+    chain.mint(2_000, Uuid::new_v4()).await;
+    chain.bridge_in(1_000, wallet).await;
+    let chain_id = chain.provider().get_chain_id().await.unwrap();
+    let config = WatcherConfig::new(chain_id, chain.deployment.token, chain.deployment.first_block, None);
+    let watcher = Watcher::new(app.store.clone(), chain.provider(), config, WatcherMetrics::new());
+    chain.provider().anvil_mine(Some(3), None).await.unwrap();
+    assert_eq!(watcher.pass().await.unwrap().logs_recorded, 0, "not final after 3 blocks");
+    chain.provider().anvil_mine(Some(200), None).await.unwrap();
+    assert_eq!(watcher.pass().await.unwrap().logs_recorded, 1);
+    assert_eq!(balance(&app, wallet).await, carbon("1"));
 }

@@ -530,3 +530,24 @@ async fn without_confirmations_only_the_finalized_block_counts() {
     assert_eq!(watcher.pass().await.unwrap().logs_recorded, 1);
     assert_eq!(balance(&app, wallet).await, carbon("1"));
 }
+
+#[tokio::test]
+async fn a_chain_that_is_down_fails_a_pass_without_halting_and_the_ledger_goes_on() {
+    let app = TestApp::spawn().await;
+    let chain = Chain::start().await;
+    let admin = app.admin().await;
+    let user = app.register("chaindown").await;
+    chain.mint(1_000, Uuid::new_v4()).await;
+    chain.confirm().await;
+    let watcher = chain.watcher(&app).await;
+    watcher.pass().await.unwrap();
+    let Chain { chain: dev_chain, _dir, .. } = chain;
+    tokio::task::spawn_blocking(move || dev_chain.stop()).await.unwrap();
+
+    let failed = watcher.pass().await;
+    assert!(matches!(failed, Err(WatcherError::Rpc(_))), "{failed:?}");
+    let halted: Option<String> =
+        sqlx::query_scalar("SELECT halt_reason FROM chain_watcher_cursor").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(halted, None);
+    app.deposit(&admin, user.wallet("CARBON"), "1").await;
+}

@@ -603,7 +603,8 @@ async fn one_sender_per_key_runs_and_a_standby_takes_over_when_it_stops() {
     let deadline = Instant::now() + DEADLINE;
     let lock_holders = || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .bind(chain_bridge::sender::SENDER_LOCK_CLASS as i64)
         .fetch_one(rig.pool())
@@ -780,4 +781,38 @@ async fn a_nonce_taken_by_a_transaction_the_ledger_did_not_send_requeues_the_wor
     rig.rounds_until(&mut sender, id, "final").await;
     let tx_hash = assert_minted_once(&rig, id, 2_501).await;
     assert_ne!(tx_hash, ours, "sent again with a new nonce");
+}
+
+#[tokio::test]
+async fn a_sender_that_loses_its_lock_connection_takes_the_lock_again_and_goes_on() {
+    let rig = Rig::start().await;
+    let config = SenderConfig { poll_interval: Duration::from_millis(50), ..SenderConfig::default() };
+    let sender = tokio::spawn(rig.sender_with(config).run());
+    let holder = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(chain_bridge::sender::SENDER_LOCK_CLASS as i64)
+        .fetch_optional(rig.pool())
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let first = loop {
+        if let Some(pid) = holder().await {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "never locked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(first).execute(rig.pool()).await.unwrap();
+    let id = rig.withdraw("1").await;
+    while rig.withdrawal(id).await.0 != "final" || holder().await.is_none_or(|pid| pid == first) {
+        assert!(Instant::now() < deadline, "never recovered: {:?} {:?}", rig.withdrawal(id).await, holder().await);
+        rig.provider().evm_mine(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sender.abort();
+    assert_minted_once(&rig, id, 1_000).await;
 }

@@ -245,10 +245,10 @@ impl Sender {
     /// another process holds it), checks the nonce, then works in rounds. Aborting is safe at
     /// any point: everything is stored before it is broadcast.
     pub async fn run(mut self) {
-        let _lock = self.lock().await;
         loop {
+            let mut lock = self.lock().await;
             self.wait_for_consistent_nonce().await;
-            self.work().await;
+            self.work(&mut lock).await;
         }
     }
 
@@ -276,9 +276,15 @@ impl Sender {
 
     /// Rounds until a final transaction not sent by the ledger is seen on the key's nonces
     /// (someone else uses the key): then the nonce is checked again, which halts.
-    async fn work(&mut self) {
+    /// Also returns when the connection holding the key's lock is gone (Postgres restarted):
+    /// the lock went with it, and a standby may hold it now.
+    async fn work(&mut self, lock: &mut sqlx::PgConnection) {
         let mut backoff = self.config.poll_interval;
         while !self.foreign_nonce_seen {
+            if let Err(error) = sqlx::query("SELECT 1").execute(&mut *lock).await {
+                tracing::warn!(%error, "chain sender: lost the connection holding the key's lock; taking it again");
+                return;
+            }
             let round = tokio::time::timeout(ROUND_MAX, self.round()).await;
             match round.unwrap_or_else(|_| Err(SenderError::Missing("an answer within the round's time limit"))) {
                 Ok(()) => backoff = self.config.poll_interval,

@@ -387,6 +387,11 @@ async fn the_reconciliation_report_is_for_staff_and_a_difference_is_logged_and_s
             .unwrap();
     assert!(logged >= 1);
 
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ecoledger_chain_reconciliation_difference_units 7000"), "{metrics}");
+    assert!(metrics.contains("ecoledger_chain_watcher_halted 0"), "{metrics}");
+    assert!(metrics.contains("ecoledger_chain_watcher_logs_recorded_total 1"), "{metrics}");
+
     // The bridge's own round writes the difference once, not at every round.
     let reconciler = ecoledger::chain_checks::Reconciler::new(app.store.clone(), &prometheus::Registry::new()).unwrap();
     let by_bridge = || async {

@@ -556,3 +556,37 @@ async fn a_chain_that_is_down_fails_a_pass_without_halting_and_the_ledger_goes_o
     assert_eq!(halted, None);
     app.deposit(&admin, user.wallet("CARBON"), "1").await;
 }
+
+#[tokio::test]
+async fn verify_chain_finds_a_removed_last_event_that_the_stream_chains_alone_cannot() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::try_spawn_with_chain(&db, &unique_prefix(), &dev_chain_settings(dir.path())).await.unwrap();
+    app.register("truncated").await;
+    let bridge_key: PrivateKeySigner = chain_bridge::bridge::DEV_BRIDGE_KEY.parse().unwrap();
+    let signing = chain_bridge::bridge::signing_provider(app.bridge().rpc_url().clone(), bridge_key);
+    let anchor = LedgerAnchor::new(app.bridge().identity().identity.contracts.anchor, &signing);
+    let (position, head, count) = global_head(&app).await;
+    anchor.anchor(position, head, count).send().await.unwrap().get_receipt().await.unwrap();
+
+    // The newest event goes, as a database owner could remove it: every stream's chain still
+    // holds (no relay checkpoint covers it here), the anchor does not.
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE events DISABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    sqlx::query("DELETE FROM events WHERE position = $1").bind(position as i64).execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE events ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let plain = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"))
+        .arg("verify")
+        .env("DATABASE_URL", &app.db.url)
+        .env("ECOLEDGER_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(plain.status.success(), "{}", text(&plain));
+    let output = verify_chain(&app).await;
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("no event at the anchored position"), "{}", text(&output));
+    app.stop_chain().await;
+}

@@ -451,6 +451,11 @@ pub struct SenderSettings {
     /// ... or every this many seconds when anything moved.
     #[arg(long, env = "ECOLEDGER_ANCHOR_INTERVAL_SECS", default_value_t = 3_600)]
     pub anchor_interval_secs: u64,
+    /// TESTS ONLY: `0` stores transactions without broadcasting them, as a crash between the
+    /// two would (the fault test of a sender killed between signing and broadcasting).
+    #[arg(long, env = "ECOLEDGER_ETH_SENDER_BROADCAST", default_value_t = true, hide = true,
+        action = clap::ArgAction::Set, value_parser = parse_flag)]
+    pub eth_sender_broadcast: bool,
 }
 
 impl Default for SenderSettings {
@@ -465,6 +470,7 @@ impl Default for SenderSettings {
             eth_sender_poll_ms: config.poll_interval.as_millis() as u64,
             anchor_every: config.anchor_every,
             anchor_interval_secs: config.anchor_interval.as_secs(),
+            eth_sender_broadcast: config.broadcast,
         }
     }
 }
@@ -480,7 +486,7 @@ impl SenderSettings {
             low_balance_wei: self.eth_low_balance_wei,
             anchor_every: self.anchor_every,
             anchor_interval: Duration::from_secs(self.anchor_interval_secs),
-            broadcast: true,
+            broadcast: self.eth_sender_broadcast,
         }
     }
 }

@@ -123,3 +123,102 @@ async fn a_withdrawal_and_a_retirement_over_the_api_reach_the_chain() {
     assert!(certificate["tx_hash"].as_str().is_some_and(|h| h.len() == 66), "{certificate}");
     app.stop_chain().await;
 }
+
+/// `ecoledger serve` (bridge only, dev chain) as a child process.
+async fn serve_bridge(db: &TestDb, data_dir: &std::path::Path, broadcast: bool) -> tokio::process::Child {
+    let data_dir = data_dir.to_str().unwrap();
+    let prefix = unique_prefix();
+    let envs = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("NATS_URL", "nats://127.0.0.1:4222"),
+        ("ECOLEDGER_NATS_PREFIX", prefix.as_str()),
+        ("ECOLEDGER_HTTP_ADDR", "127.0.0.1:0"),
+        ("ECOLEDGER_JWT_SECRET", JWT_SECRET),
+        ("ECOLEDGER_COMPONENTS", "bridge"),
+        ("ECOLEDGER_ETH_DEV_CHAIN", "1"),
+        ("ECOLEDGER_DATA_DIR", data_dir),
+        ("ECOLEDGER_ETH_DEV_BLOCK_TIME_MS", "100"),
+        ("ECOLEDGER_ETH_SENDER_BROADCAST", if broadcast { "1" } else { "0" }),
+    ];
+    spawn_ecoledger(&["serve"], &envs, "ecoledger listening on ").await.0
+}
+
+/// The fault test of the issue: the bridge killed (SIGKILL) after it signed and stored a mint
+/// but before it broadcast it. The next start rebroadcasts the stored transaction: minted once.
+#[tokio::test]
+async fn a_bridge_killed_between_signing_and_broadcasting_mints_once_after_a_restart() {
+    use alloy::providers::{Provider, ProviderBuilder};
+
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut crashing = serve_bridge(&db, dir.path(), false).await;
+    let store = event_store::Store::new(db.pool.clone());
+    let (user, wallet, withdrawal_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let recipient = Address::repeat_byte(0x24);
+    let Begun::Fresh(uow) = store.begin(CommandContext::new("test"), None).await.unwrap() else { unreachable!() };
+    let mut uow = *uow;
+    let open = WalletCommand::OpenWallet { wallet_id: wallet, owner_id: user, currency: Currency::Carbon };
+    uow.execute::<Wallet>(&wallet.to_string(), open, &()).await.unwrap().unwrap();
+    let deposit = WalletCommand::Deposit {
+        transaction_id: Uuid::new_v4(),
+        amount: Amount::parse("5", Currency::Carbon).unwrap(),
+        currency: Currency::Carbon,
+        reference: "seed".into(),
+    };
+    uow.execute::<Wallet>(&wallet.to_string(), deposit, &()).await.unwrap().unwrap();
+    let amount = Amount::parse("2.750", Currency::Carbon).unwrap();
+    let command = WalletCommand::WithdrawToChain { withdrawal_id, amount, address: format!("{recipient:#x}") };
+    uow.execute::<Wallet>(&wallet.to_string(), command, &()).await.unwrap().unwrap();
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    arguments.add(withdrawal_id).unwrap();
+    arguments.add(wallet).unwrap();
+    arguments.add(user).unwrap();
+    arguments.add(amount.value()).unwrap();
+    arguments.add(recipient.to_vec()).unwrap();
+    uow.stage_statement(
+        "INSERT INTO chain_withdrawals (withdrawal_id, wallet_id, user_id, amount, address, requested_at) \
+         VALUES ($1, $2, $3, $4, $5, now())",
+        arguments,
+    );
+    uow.commit(|_| Outcome::new(202, serde_json::Value::Null)).await.unwrap();
+
+    let stored: Vec<u8> = eventually("the mint to be signed and stored", || async {
+        sqlx::query_scalar("SELECT tx_hash FROM chain_withdrawals WHERE withdrawal_id = $1 AND state = 'submitted'")
+            .bind(withdrawal_id)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    crashing.start_kill().unwrap();
+    crashing.wait().await.unwrap();
+    // Its anvil writes its state on the way down; wait until it no longer answers.
+    let url: String = sqlx::query_scalar("SELECT dev_rpc_url FROM chain_identity").fetch_one(&db.pool).await.unwrap();
+    let probe = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    eventually("the old dev chain to stop", || async { probe.get_chain_id().await.is_err().then_some(()) }).await;
+
+    let _restarted = serve_bridge(&db, dir.path(), true).await;
+    let minted: Vec<u8> = eventually("the mint to be final after the restart", || async {
+        sqlx::query_scalar("SELECT tx_hash FROM chain_withdrawals WHERE withdrawal_id = $1 AND state = 'final'")
+            .bind(withdrawal_id)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(minted, stored, "the stored transaction itself was broadcast and mined");
+    let url: String = sqlx::query_scalar("SELECT dev_rpc_url FROM chain_identity").fetch_one(&db.pool).await.unwrap();
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap()).erased();
+    let token: Address = sqlx::query_scalar::<_, Vec<u8>>("SELECT carbon_token_address FROM chain_identity")
+        .fetch_one(&db.pool)
+        .await
+        .map(|bytes| Address::from_slice(&bytes))
+        .unwrap();
+    assert_eq!(CarbonToken::new(token, &provider).balanceOf(recipient).call().await.unwrap(), U256::from(2_750));
+    let filter = alloy::rpc::types::Filter::new()
+        .address(token)
+        .event_signature(<CarbonToken::Minted as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
+        .topic1(chain_bridge::uuid_ref(withdrawal_id))
+        .from_block(0);
+    assert_eq!(provider.get_logs(&filter).await.unwrap().len(), 1, "exactly one Minted for the ref");
+}

@@ -55,6 +55,8 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const ALERT_REORG: &str = "chain_reorg_beyond_confirmations";
 /// The `alert` field when a log cannot be recorded at all (an amount beyond the ledger's range).
 pub const ALERT_UNRECORDABLE: &str = "chain_log_unrecordable";
+/// Attempts at recording one log when it meets optimistic conflicts.
+const RECORD_ATTEMPTS_MAX: u32 = 5;
 /// Actor of the ledger events the watcher records.
 pub const WATCHER_ACTOR: &str = "chain-bridge:watcher";
 /// Advisory lock (class, object) the one active watcher holds.
@@ -191,7 +193,12 @@ impl Watcher {
             if *stop.borrow() {
                 return;
             }
+            let started = std::time::Instant::now();
             let result = self.run_active(&mut stop).await;
+            if started.elapsed() > RETRY_BACKOFF_MAX {
+                // It ran a while before failing: a new failure, not the same one again.
+                backoff = self.config.poll_interval;
+            }
             match result {
                 Ok(()) => return,
                 Err(WatcherError::Halted(reason)) => {
@@ -200,7 +207,7 @@ impl Watcher {
                 }
                 Err(WatcherError::NotActive) => backoff = self.config.poll_interval.max(Duration::from_secs(1)),
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "chain watcher pass failed; retrying");
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "chain watcher failed; retrying");
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
             }
@@ -216,10 +223,25 @@ impl Watcher {
         if !event_store::try_advisory_lock(&mut lock, WATCHER_LOCK.0, WATCHER_LOCK.1).await? {
             return Err(WatcherError::NotActive);
         }
+        let mut backoff = self.config.poll_interval;
         loop {
-            let pass = self.pass().await?;
-            tracing::debug!(?pass, "chain watcher pass");
-            if stopped_during(stop, self.config.poll_interval).await {
+            let wait = match self.pass().await {
+                Ok(pass) => {
+                    tracing::debug!(?pass, "chain watcher pass");
+                    backoff = self.config.poll_interval;
+                    self.config.poll_interval
+                }
+                // The chain is down or slow: retried here with backoff, the lock kept. The
+                // ledger never waits for it.
+                Err(WatcherError::Rpc(error)) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "the chain did not answer the watcher; retrying");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                    wait
+                }
+                Err(other) => return Err(other),
+            };
+            if stopped_during(stop, wait).await {
                 return Ok(());
             }
         }
@@ -318,7 +340,7 @@ impl Watcher {
         }
         let (mut recorded, mut skipped) = (0, 0);
         for log in logs {
-            match self.record(&log).await? {
+            match self.record_retrying(&log).await? {
                 true => recorded += 1,
                 false => skipped += 1,
             }
@@ -389,6 +411,18 @@ impl Watcher {
         };
         let parent_hash = B256::ZERO; // set by `read_logs`, once per block
         Ok(ChainLog { log_id, block_number, block_hash, parent_hash, tx_hash, log_index_in_tx, amount, event })
+    }
+
+    /// [`Watcher::record`], again on an optimistic conflict (a command on the same wallet
+    /// committed meanwhile), a bounded number of times.
+    async fn record_retrying(&self, log: &ChainLog) -> Result<bool, WatcherError> {
+        let mut attempt = 1;
+        loop {
+            match self.record(log).await {
+                Err(WatcherError::Store(StoreError::Conflict)) if attempt < RECORD_ATTEMPTS_MAX => attempt += 1,
+                result => return result,
+            }
+        }
     }
 
     /// Records one log in one unit of work; `false` when it was recorded before.

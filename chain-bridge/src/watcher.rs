@@ -49,6 +49,9 @@ pub const BLOCKS_PER_RANGE_MAX: u64 = 500;
 pub const BLOCK_HASHES_KEPT: i64 = 256;
 /// How often the watcher looks for new confirmed blocks when it is caught up.
 pub const POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+/// The longest one pass may take before it is abandoned (and started again): a node that
+/// hangs would otherwise hold the watcher forever. Everything a pass recorded stays recorded.
+pub const PASS_TIME_MAX: Duration = Duration::from_secs(120);
 /// The longest wait between retries while the chain or Postgres fails.
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The `alert` field of the log line a halt writes: stable, for alert rules to match on.
@@ -225,7 +228,10 @@ impl Watcher {
         }
         let mut backoff = self.config.poll_interval;
         loop {
-            let wait = match self.pass().await {
+            // A node that hangs (accepts, never answers) ends the pass; what it recorded stays.
+            let pass = tokio::time::timeout(PASS_TIME_MAX, self.pass()).await;
+            let pass = pass.unwrap_or_else(|_| Err(rpc(format!("no answer within {PASS_TIME_MAX:?}"))));
+            let wait = match pass {
                 Ok(pass) => {
                     tracing::debug!(?pass, "chain watcher pass");
                     backoff = self.config.poll_interval;

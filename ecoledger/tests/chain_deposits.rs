@@ -590,3 +590,34 @@ async fn verify_chain_finds_a_removed_last_event_that_the_stream_chains_alone_ca
     assert!(text(&output).contains("no event at the anchored position"), "{}", text(&output));
     app.stop_chain().await;
 }
+
+/// The watcher's loop on a chain that hangs (anvil stopped with SIGSTOP): the ledger takes
+/// commands meanwhile, and once the chain answers again the deposit is credited; the loop
+/// ends when told to stop.
+#[tokio::test]
+async fn the_watcher_loop_waits_out_a_hanging_chain_and_credits_once_it_answers() {
+    let app = TestApp::spawn().await;
+    let chain = Chain::start().await;
+    let admin = app.admin().await;
+    let user = app.register("hanging").await;
+    let wallet = user.wallet("CARBON");
+    chain.mint(3_000, Uuid::new_v4()).await;
+    chain.bridge_in(2_000, wallet).await;
+    chain.confirm().await;
+    let watcher = chain.watcher(&app).await;
+    let pid = chain.chain.pid().expect("anvil runs") as i32;
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(watcher.run(stopped));
+    app.deposit(&admin, wallet, "1").await;
+    assert_eq!(balance(&app, wallet).await, carbon("1"));
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    eventually("the deposit to be credited", || async { (balance(&app, wallet).await == carbon("3")).then_some(()) })
+        .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), task).await.expect("the loop stops").unwrap();
+}

@@ -23,6 +23,8 @@ use crate::contracts::{uuid_ref, CarbonToken, LedgerAnchor};
 const SENDER_COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_0e2a_40c3_4f57_9a0e_3c55_8d21_7e94);
 /// The actor on the sender's events.
 const ACTOR: &str = "chain-bridge";
+/// Blocks per `eth_getLogs` query when looking for one log (public nodes refuse wide ranges).
+const LOG_RANGE_BLOCKS_MAX: u64 = 5_000;
 /// Token units per CARBON: the token has 3 decimals, the ledger's CARBON scale.
 const UNITS_PER_CARBON: u64 = 1_000;
 
@@ -248,14 +250,37 @@ impl Sender {
 
     /// The `Minted` log of `ref` at or below `final_block`, if there is one.
     async fn minted_log(&self, r#ref: B256, final_block: u64) -> Result<Option<(B256, u64)>, SenderError> {
-        let filter = Filter::new()
-            .address(self.chain.contracts.carbon_token)
-            .event_signature(CarbonToken::Minted::SIGNATURE_HASH)
-            .topic1(r#ref)
-            .from_block(self.chain.first_block)
-            .to_block(final_block);
-        let logs = self.chain.provider.get_logs(&filter).await?;
-        Ok(logs.first().and_then(|log| Some((log.transaction_hash?, log.block_number?))))
+        let log = self.find_log(CarbonToken::Minted::SIGNATURE_HASH, r#ref, final_block).await?;
+        Ok(log.and_then(|log| Some((log.transaction_hash?, log.block_number?))))
+    }
+
+    /// The newest log of the token with `signature` and first topic `topic1` at or below
+    /// `final_block`, searched backwards in ranges a node accepts (most are recent).
+    async fn find_log(
+        &self,
+        signature: B256,
+        topic1: B256,
+        final_block: u64,
+    ) -> Result<Option<alloy::rpc::types::Log>, SenderError> {
+        let mut to = final_block;
+        while to >= self.chain.first_block {
+            let from = to.saturating_sub(LOG_RANGE_BLOCKS_MAX - 1).max(self.chain.first_block);
+            let filter = Filter::new()
+                .address(self.chain.contracts.carbon_token)
+                .event_signature(signature)
+                .topic1(topic1)
+                .from_block(from)
+                .to_block(to);
+            let logs = self.chain.provider.get_logs(&filter).await?;
+            if let Some(log) = logs.into_iter().rfind(|log| !log.removed) {
+                return Ok(Some(log));
+            }
+            if from == 0 {
+                break;
+            }
+            to = from - 1;
+        }
+        Ok(None)
     }
 
     /// Mints queued withdrawals. A ref already minted (a reverted duplicate, or a mint by an
@@ -406,14 +431,8 @@ impl Sender {
 
     async fn settle_recorded_retirement(&mut self, id: Uuid, r#ref: B256, cert_hash: B256) -> Result<(), SenderError> {
         let final_block = self.final_block().await?;
-        let filter = Filter::new()
-            .address(self.chain.contracts.carbon_token)
-            .event_signature(CarbonToken::RetirementRecorded::SIGNATURE_HASH)
-            .topic1(r#ref)
-            .from_block(self.chain.first_block)
-            .to_block(final_block);
-        let logs = self.chain.provider.get_logs(&filter).await?;
-        let Some(log) = logs.first() else { return Ok(()) };
+        let signature = CarbonToken::RetirementRecorded::SIGNATURE_HASH;
+        let Some(log) = self.find_log(signature, r#ref, final_block).await? else { return Ok(()) };
         if log.topics().get(2) != Some(&cert_hash) {
             tracing::error!(alert = "chain_retirement_hash_mismatch", retirement_id = %id,
                 "the chain holds another certificate hash for this retirement");

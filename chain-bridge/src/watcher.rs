@@ -445,7 +445,7 @@ impl Watcher {
         let mut uow = *uow;
         let seen: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM chain_watcher_logs WHERE log_id = $1)")
             .bind(log.log_id)
-            .fetch_one(uow.connection())
+            .fetch_one(uow.reader().await?)
             .await?;
         if seen {
             return Ok(false);

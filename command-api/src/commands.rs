@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use event_store::{Begun, CommandContext, Committed, Idempotency, Outcome, StoreError, UnitOfWork};
+use event_store::{
+    Begun, CommandContext, Committed, Idempotency, Outcome, StoreError, UnitOfWork, IDEMPOTENCY_WAIT_MAX,
+};
 use rand::Rng;
 use serde_json::Value;
 use uuid::Uuid;
@@ -54,6 +56,11 @@ where
     let command_id = input.command_id();
     let idempotency =
         input.idempotency_key.as_ref().map(|_| Idempotency { command_id, request_hash: input.body_hash.clone() });
+    // A repeat of the key in this process waits for this attempt, rejection outcome included.
+    let _running = match &idempotency {
+        Some(key) => Some(state.store.hold_command(key.command_id, IDEMPOTENCY_WAIT_MAX).await?),
+        None => None,
+    };
     for attempt in 0..COMMAND_ATTEMPTS_MAX {
         let context = CommandContext {
             actor: input.actor.clone(),
@@ -103,19 +110,25 @@ async fn back_off(attempt: u32) {
 
 /// Commits and answers 200 with `body` plus the position of the last event written.
 pub async fn commit_ok(uow: UnitOfWork, body: Value) -> Result<Committed, ApiError> {
-    Ok(uow.commit(|position| Outcome::new(200, with_position(body, position))).await?)
+    Ok(uow.commit(move |position| Outcome::new(200, with_position(body.clone(), position))).await?)
 }
 
 /// Commits and answers 201 with `body` plus the position, and the created resource's `Location`.
 pub async fn commit_created(uow: UnitOfWork, body: Value, location: String) -> Result<Committed, ApiError> {
-    let created = |position| Outcome { location: Some(location), ..Outcome::new(201, with_position(body, position)) };
+    let created = move |position| Outcome {
+        location: Some(location.clone()),
+        ..Outcome::new(201, with_position(body.clone(), position))
+    };
     Ok(uow.commit(created).await?)
 }
 
 /// Commits and answers 202 (long-running work started) with `body`, the position, and the
 /// `Location` where its status shows.
 pub async fn commit_accepted(uow: UnitOfWork, body: Value, location: String) -> Result<Committed, ApiError> {
-    let accepted = |position| Outcome { location: Some(location), ..Outcome::new(202, with_position(body, position)) };
+    let accepted = move |position| Outcome {
+        location: Some(location.clone()),
+        ..Outcome::new(202, with_position(body.clone(), position))
+    };
     Ok(uow.commit(accepted).await?)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod canonical;
+mod commit;
 pub mod error;
 pub mod metadata;
 pub mod pg_event_store;
@@ -13,14 +14,17 @@ pub mod store;
 pub mod uow;
 pub mod upcast;
 pub mod verify;
+mod write;
+
+pub use write::{RowValues, SideInsert};
 
 pub use bus::Bus;
 pub use error::StoreError;
 pub use metadata::CommandContext;
 pub use record::{PublishedEvent, RecordedEvent};
 pub use relay::Relay;
-pub use store::{Loaded, Snapshotted, Store, WAKE_CHANNEL};
-pub use uow::{Begun, Committed, Executed, Idempotency, Outcome, UnitOfWork};
+pub use store::{Loaded, RunningCommand, Snapshotted, Store, WAKE_CHANNEL};
+pub use uow::{Begun, Committed, Executed, Idempotency, Outcome, UnitOfWork, IDEMPOTENCY_WAIT_MAX};
 
 /// The schema migrations under the workspace's `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -2,7 +2,9 @@
 //! and the shared state a unit of work needs.
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +12,13 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
-use tokio::sync::{watch, Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::{mpsc, watch, Mutex, Notify, OwnedMutexGuard};
+use uuid::Uuid;
 
+use crate::commit;
 use crate::error::StoreError;
 use crate::record::{RecordedEvent, GENESIS_HASH};
+use crate::write::HeadHash;
 
 /// Streams are serialised in-process through this many striped locks, so a hot wallet queues
 /// instead of failing on optimistic conflicts (a bounded table, whatever the stream count).
@@ -65,6 +70,19 @@ impl Snapshotted for domain::price::PriceFeed {
     const SNAPSHOT_VERSION: i32 = 2;
 }
 
+/// A command running in this process (see [`Store::hold_command`]).
+pub struct RunningCommand {
+    store: Store,
+    command_id: Uuid,
+}
+
+impl Drop for RunningCommand {
+    fn drop(&mut self) {
+        self.store.inner.commands_running.lock().expect("never poisoned").remove(&self.command_id);
+        self.store.inner.command_finished.notify_waiters();
+    }
+}
+
 /// An aggregate as loaded: its state, the stream's head, and where its snapshot stands.
 #[derive(Debug, Clone)]
 pub struct Loaded<A> {
@@ -94,15 +112,19 @@ pub struct Store {
 pub(crate) struct CachedStream {
     pub(crate) key: (&'static str, String),
     pub(crate) sequence: i64,
-    pub(crate) head_hash: Vec<u8>,
+    pub(crate) head_hash: HeadHash,
     pub(crate) snapshot_sequence: i64,
     pub(crate) state: Box<dyn Any + Send + Sync>,
     pub(crate) pending: Option<PendingCommit>,
 }
 
-/// The outcome of a unit of work's COMMIT as others wait for it: `None` while it runs, then
+/// A unit of work's COMMIT as others wait for it: which unit, and `None` while it runs, then
 /// whether it committed. A sender dropped without an answer counts as not committed.
-pub(crate) type PendingCommit = watch::Receiver<Option<bool>>;
+#[derive(Clone)]
+pub(crate) struct PendingCommit {
+    pub(crate) unit: u64,
+    pub(crate) outcome: watch::Receiver<Option<bool>>,
+}
 
 /// Where a pending commit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,17 +135,17 @@ pub(crate) enum CommitState {
 }
 
 pub(crate) fn commit_state(pending: &PendingCommit) -> CommitState {
-    match *pending.borrow() {
+    match *pending.outcome.borrow() {
         Some(true) => CommitState::Committed,
         Some(false) => CommitState::Failed,
-        None if pending.has_changed().is_err() => CommitState::Failed,
+        None if pending.outcome.has_changed().is_err() => CommitState::Failed,
         None => CommitState::Running,
     }
 }
 
 /// Waits until a pending commit ends; whether it committed.
 pub(crate) async fn committed(mut pending: PendingCommit) -> bool {
-    match pending.wait_for(Option::is_some).await {
+    match pending.outcome.wait_for(Option::is_some).await {
         Ok(outcome) => *outcome == Some(true),
         Err(_) => false,
     }
@@ -140,6 +162,15 @@ pub(crate) struct Inner {
     /// Wakes the task that sends the debounced cross-process NOTIFY.
     pub(crate) notify_others: Arc<Notify>,
     pub(crate) snapshot_interval: i64,
+    /// The group committer's queue (commit.rs).
+    pub(crate) committer: commit::Queue,
+    /// Numbers units of work, so a group knows which of the commits it waits for are its own.
+    next_unit: AtomicU64,
+    /// Commands (by id) running in this process, so a repeat of an idempotency key waits or
+    /// is refused instead of running beside the first (across processes the stored outcome's
+    /// key decides at commit).
+    commands_running: std::sync::Mutex<HashSet<Uuid>>,
+    command_finished: Notify,
 }
 
 impl Store {
@@ -149,15 +180,52 @@ impl Store {
 
     pub fn with_snapshot_interval(pool: PgPool, snapshot_interval: i64) -> Store {
         let notify_others = Arc::new(Notify::new());
+        let (committer, queue) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool: pool.clone(),
             stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(None))).collect(),
             committed: watch::Sender::new(0),
             notify_others: notify_others.clone(),
             snapshot_interval: snapshot_interval.max(1),
+            committer,
+            next_unit: AtomicU64::new(1),
+            commands_running: std::sync::Mutex::new(HashSet::new()),
+            command_finished: Notify::new(),
         });
+        commit::start(queue, Arc::downgrade(&inner));
         tokio::spawn(send_debounced_notifies(pool, notify_others));
         Store { inner }
+    }
+
+    /// A new unit of work's number.
+    pub(crate) fn next_unit(&self) -> u64 {
+        self.inner.next_unit.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Marks command `command_id` as running in this process until the guard drops. A repeat
+    /// that finds it running waits up to `wait_max` for it to end, then is refused with
+    /// `IdempotencyKeyInProgress`.
+    pub async fn hold_command(&self, command_id: Uuid, wait_max: Duration) -> Result<RunningCommand, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait_max;
+        loop {
+            let finished = self.inner.command_finished.notified();
+            if self.inner.commands_running.lock().expect("never poisoned").insert(command_id) {
+                return Ok(RunningCommand { store: self.clone(), command_id });
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return Err(StoreError::IdempotencyKeyInProgress);
+            }
+        }
+    }
+
+    /// After a commit: wakes this process's relay and sagas, other processes' (debounced),
+    /// and writes the snapshots that came due, off the command path.
+    pub(crate) fn after_commit(&self, wrote_events: bool, snapshots: Vec<crate::uow::DueSnapshot>) {
+        if wrote_events {
+            self.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
+            self.inner.notify_others.notify_one();
+        }
+        self.write_due_snapshots(snapshots);
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -1,27 +1,37 @@
-//! A unit of work: one Postgres transaction holding a command's events (the outbox), its
-//! uniqueness claims, side tables and idempotency record.
+//! A unit of work: a command's events (the outbox), its uniqueness claims, side-table
+//! statements and idempotency record, written in one Postgres transaction. Most units of work
+//! never open one themselves: they load (from the stream cache or a pooled connection),
+//! decide, and hand their writes to the group committer (commit.rs). One that needs its own
+//! transaction (an advisory lock, a read that must share the committing snapshot) opens it
+//! with [`UnitOfWork::connection`] and writes alone in it.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgArguments;
-use sqlx::{Postgres, Row, Transaction};
-use tokio::sync::watch;
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::error::{is_unique_violation, StoreError};
+use crate::commit::Submission;
+use crate::error::StoreError;
 use crate::metadata::CommandContext;
-use crate::record::{chain_hash, RecordedEvent};
+use crate::record::GENESIS_HASH;
 use crate::store::{
     commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard,
 };
+use crate::write::{
+    write_units, Claim, HeadHash, Respond, RowValues, SideInsert, StagedEvent, StreamKey, StreamWrite, UnitWrite,
+};
 
-/// How long a command waits for another attempt with its idempotency key to finish before it
-/// answers "in progress".
-const IDEMPOTENCY_LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a command waits for another attempt with its idempotency key, running in this
+/// process, to finish before it answers "in progress".
+pub const IDEMPOTENCY_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A command's idempotency: its id and a hash of the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,20 +71,11 @@ pub struct Executed<A: Aggregate> {
     pub sequence: i64,
 }
 
-struct StagedEvent {
-    aggregate_type: &'static str,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: Value,
-}
-
 /// A stream this unit of work touched: the hash its first staged event chains from, and the
 /// state after the commands handled so far, so a second command on the stream continues
 /// from there (a saga step can capture a hold twice, a batch can hold many deposits).
 struct StreamHead {
-    prev_hash: Vec<u8>,
+    start_hash: HeadHash,
     sequence: i64,
     snapshot_sequence: i64,
     state: Option<Box<dyn Any + Send + Sync>>,
@@ -94,26 +95,28 @@ struct PendingSnapshot {
     state: Value,
 }
 
-struct Claim {
-    kind: String,
-    value: String,
-    owner: String,
+/// A snapshot to write after commit, with the head hash it was taken at.
+pub(crate) struct DueSnapshot {
+    key: StreamKey,
+    head_hash: HeadHash,
+    snapshot: PendingSnapshot,
 }
 
 pub struct UnitOfWork {
     store: Store,
-    /// `None` once committed or dropped.
+    /// The unit of work's own transaction, once [`connection`](Self::connection) opened it.
     tx: Option<Transaction<'static, Postgres>>,
+    /// Where loads and reads run while there is no transaction.
+    reader: Option<PoolConnection<Postgres>>,
     context: CommandContext,
     idempotency: Option<Idempotency>,
     staged: Vec<StagedEvent>,
-    heads: HashMap<(&'static str, String), StreamHead>,
+    heads: HashMap<StreamKey, StreamHead>,
     claims: Vec<Claim>,
+    inserts: Vec<(&'static SideInsert, RowValues)>,
     statements: Vec<(&'static str, PgArguments)>,
     /// Stripes held until the unit of work ends, by index.
     stream_locks: Vec<(usize, StripeGuard)>,
-    /// A cached state read turned out stale: nothing of this unit of work goes back to the cache.
-    cache_stale: bool,
 }
 
 /// What a committed unit of work returns.
@@ -126,53 +129,27 @@ pub struct Committed {
 
 impl Store {
     /// Starts a unit of work. With an idempotency key, a repeat of a finished command returns
-    /// its stored outcome, and a repeat while it still runs is refused.
+    /// its stored outcome. A caller that may run one key twice at once holds it first
+    /// ([`Store::hold_command`]); across processes, the outcome's key decides at commit (the
+    /// second to store it conflicts, and its retry answers the first one's outcome).
     pub async fn begin(&self, context: CommandContext, idempotency: Option<Idempotency>) -> Result<Begun, StoreError> {
-        let mut tx = self.pool().begin().await?;
         if let Some(key) = &idempotency {
-            let lock_key = i64::from_be_bytes(key.command_id.as_bytes()[..8].try_into().expect("8 bytes"));
-            // Waits a moment for the key's lock: a repeat sent the instant a first attempt
-            // answered may still find that attempt's rollback on its way. Longer than that,
-            // the first attempt is really still running.
-            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-                .bind(format!("{}ms", IDEMPOTENCY_LOCK_WAIT_MAX.as_millis()))
-                .execute(&mut *tx)
-                .await?;
-            match sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key).execute(&mut *tx).await {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
-                    drop(tx);
-                    return Err(StoreError::IdempotencyKeyInProgress);
-                }
-                Err(error) => return Err(error.into()),
-            }
-            sqlx::query("SELECT set_config('lock_timeout', '0', true)").execute(&mut *tx).await?;
-            // A new statement, so a new snapshot: it sees an outcome committed just before
-            // the lock was granted. The transaction ends before answering either way, so the
-            // lock is gone when the client sends its next repeat.
-            match stored_outcome(&mut tx, key).await {
-                Ok(None) => {}
-                Ok(Some(outcome)) => {
-                    tx.rollback().await?;
-                    return Ok(Begun::Replayed(outcome));
-                }
-                Err(error) => {
-                    tx.rollback().await?;
-                    return Err(error);
-                }
+            if let Some(outcome) = stored_outcome(self, key).await? {
+                return Ok(Begun::Replayed(outcome));
             }
         }
         Ok(Begun::Fresh(Box::new(UnitOfWork {
             store: self.clone(),
-            tx: Some(tx),
+            tx: None,
+            reader: None,
             context,
             idempotency,
             staged: Vec::new(),
             heads: HashMap::new(),
             claims: Vec::new(),
+            inserts: Vec::new(),
             statements: Vec::new(),
             stream_locks: Vec::new(),
-            cache_stale: false,
         })))
     }
 
@@ -195,15 +172,12 @@ impl Store {
     }
 }
 
-async fn stored_outcome(
-    tx: &mut Transaction<'static, Postgres>,
-    key: &Idempotency,
-) -> Result<Option<Outcome>, StoreError> {
+async fn stored_outcome(store: &Store, key: &Idempotency) -> Result<Option<Outcome>, StoreError> {
     let row = sqlx::query(
         "SELECT request_hash, status, body, location, position FROM command_outcomes WHERE command_id = $1",
     )
     .bind(key.command_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(store.pool())
     .await?;
     let Some(row) = row else { return Ok(None) };
     if row.get::<Vec<u8>, _>("request_hash") != key.request_hash {
@@ -222,13 +196,60 @@ impl UnitOfWork {
         &self.context
     }
 
-    /// The transaction, for reads a command needs (never for writes: stage those).
-    pub fn connection(&mut self) -> &mut sqlx::PgConnection {
-        self.tx()
+    /// The unit of work's own transaction, opened on first use (never for writes: stage
+    /// those). For what must happen in the committing transaction: an advisory lock, a read
+    /// that decides under it. The unit of work then commits alone, outside any group.
+    pub async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        if self.tx.is_none() {
+            self.tx = Some(self.store.pool().begin().await?);
+            self.reader = None;
+        }
+        Ok(self.tx.as_mut().expect("opened above"))
     }
 
-    fn tx(&mut self) -> &mut Transaction<'static, Postgres> {
-        self.tx.as_mut().expect("a unit of work's transaction lives until commit or drop")
+    /// A connection for plain reads: the transaction if one is open, else a pooled connection
+    /// (Postgres's READ COMMITTED gives every statement its own snapshot either way).
+    pub async fn reader(&mut self) -> Result<&mut PgConnection, StoreError> {
+        if self.tx.is_none() && self.reader.is_none() {
+            self.reader = Some(self.store.pool().acquire().await?);
+        }
+        match (&mut self.tx, &mut self.reader) {
+            (Some(tx), _) => Ok(tx),
+            (None, Some(reader)) => Ok(reader),
+            (None, None) => unreachable!("acquired above"),
+        }
+    }
+
+    /// Takes the in-process locks of `streams` (aggregate type and id) before any of them is
+    /// loaded, in one global order. Units of work that take theirs this way never wait on
+    /// each other in a cycle, so each may wait as long as for a first stream: two wallets
+    /// written together (a transfer) no longer meet head on with a transfer the other way.
+    /// Called after another stream was loaded, it falls back to the short wait of a second
+    /// stream.
+    pub async fn hold_streams(&mut self, streams: &[(&'static str, &str)]) -> Result<(), StoreError> {
+        let nested = !self.stream_locks.is_empty();
+        let mut stripes: Vec<usize> =
+            streams.iter().map(|(kind, id)| self.store.stream_stripe(&(*kind, id.to_string()))).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        for stripe in stripes {
+            if self.stream_locks.iter().any(|(held, _)| *held == stripe) {
+                continue;
+            }
+            let guard = self.store.lock_stripe(stripe, nested).await?;
+            self.stream_locks.push((stripe, guard));
+        }
+        Ok(())
+    }
+
+    /// The aggregate's state in this unit of work (from the cache or loaded, as `execute`
+    /// finds it), for a command that must look at a stream before deciding on another. A
+    /// later `execute` on the stream continues from it.
+    pub async fn state<A: Snapshotted>(&mut self, aggregate_id: &str) -> Result<A, StoreError> {
+        let stream = (A::TYPE, aggregate_id.to_string());
+        let (aggregate, sequence) = self.current_state::<A>(&stream).await?;
+        self.keep_state(&stream, aggregate.clone(), sequence);
+        Ok(aggregate)
     }
 
     /// Loads the aggregate, handles `command` and stages the new events. A rejection by the
@@ -240,6 +261,32 @@ impl UnitOfWork {
         services: &A::Services,
     ) -> Result<Result<Executed<A>, A::Error>, StoreError> {
         self.execute_with::<A, A::Error>(aggregate_id, |_| Ok(command), services).await
+    }
+
+    /// Like [`execute`](Self::execute), for a stream this command creates under an id it has
+    /// just made up (a new UUIDv4): nothing is loaded, the stream starts empty. Were it there
+    /// after all, its first event would conflict on `(aggregate_type, aggregate_id, 1)`.
+    pub async fn execute_new<A: Snapshotted>(
+        &mut self,
+        aggregate_id: &str,
+        command: A::Command,
+        services: &A::Services,
+    ) -> Result<Result<Executed<A>, A::Error>, StoreError> {
+        let stream = (A::TYPE, aggregate_id.to_string());
+        assert!(!self.heads.contains_key(&stream), "a new stream is created once per unit of work");
+        self.hold_stripe(&stream).await?;
+        let head = StreamHead {
+            start_hash: HeadHash::Known(GENESIS_HASH.to_vec()),
+            sequence: 0,
+            snapshot_sequence: 0,
+            state: Some(Box::new(A::default())),
+            snapshot: None,
+            from_cache: false,
+            written: false,
+            pending: None,
+        };
+        self.heads.insert(stream, head);
+        self.execute::<A>(aggregate_id, command, services).await
     }
 
     /// Like [`execute`](Self::execute), with the command built from the loaded state by
@@ -281,7 +328,7 @@ impl UnitOfWork {
 
     /// The stream's state in this unit of work: as left by an earlier command, or loaded
     /// (snapshot + tail) under the stream's in-process lock.
-    async fn current_state<A: Snapshotted>(&mut self, stream: &(&'static str, String)) -> Result<(A, i64), StoreError> {
+    async fn current_state<A: Snapshotted>(&mut self, stream: &StreamKey) -> Result<(A, i64), StoreError> {
         if let Some(head) = self.heads.get_mut(stream) {
             let state = head.state.take().expect("a touched stream keeps its state");
             let state = state.downcast::<A>().expect("a stream holds one aggregate type");
@@ -291,7 +338,7 @@ impl UnitOfWork {
         if let Some(cached) = take_cached(stripe, stream) {
             if let Ok(state) = cached.state.downcast::<A>() {
                 let head = StreamHead {
-                    prev_hash: cached.head_hash,
+                    start_hash: cached.head_hash,
                     sequence: cached.sequence,
                     snapshot_sequence: cached.snapshot_sequence,
                     state: None,
@@ -304,9 +351,10 @@ impl UnitOfWork {
                 return Ok((*state, cached.sequence));
             }
         }
-        let loaded = self.store.load::<A>(self.tx.as_mut().expect("open transaction"), &stream.1, true).await?;
+        let store = self.store.clone();
+        let loaded = store.load::<A>(self.reader().await?, &stream.1, true).await?;
         let head = StreamHead {
-            prev_hash: loaded.head_hash,
+            start_hash: HeadHash::Known(loaded.head_hash),
             sequence: loaded.sequence,
             snapshot_sequence: loaded.snapshot_sequence,
             state: None,
@@ -321,7 +369,7 @@ impl UnitOfWork {
 
     /// Takes the stream's in-process stripe (once: streams of one unit of work may share one)
     /// and returns its cache slot.
-    async fn hold_stripe(&mut self, stream: &(&'static str, String)) -> Result<&mut StripeGuard, StoreError> {
+    async fn hold_stripe(&mut self, stream: &StreamKey) -> Result<&mut StripeGuard, StoreError> {
         let stripe = self.store.stream_stripe(stream);
         let held = match self.stream_locks.iter().position(|(held, _)| *held == stripe) {
             Some(held) => held,
@@ -334,7 +382,7 @@ impl UnitOfWork {
         Ok(&mut self.stream_locks[held].1)
     }
 
-    fn keep_state<A: Snapshotted>(&mut self, stream: &(&'static str, String), aggregate: A, sequence: i64) {
+    fn keep_state<A: Snapshotted>(&mut self, stream: &StreamKey, aggregate: A, sequence: i64) {
         let head = self.heads.get_mut(stream).expect("current_state registers the stream");
         head.state = Some(Box::new(aggregate));
         head.sequence = sequence;
@@ -377,7 +425,7 @@ impl UnitOfWork {
             **stripe = None;
         }
         let head = StreamHead {
-            prev_hash,
+            start_hash: HeadHash::Known(prev_hash),
             sequence: 0,
             snapshot_sequence: 0,
             state: None,
@@ -396,6 +444,13 @@ impl UnitOfWork {
         self.claims.push(claim);
     }
 
+    /// Stages a row of a side table (an index), inserted at commit after the claims and
+    /// before the statements, in one statement with the same table's rows of the other units
+    /// of work committed with this one. `values` adds the row's values in column order.
+    pub fn stage_insert(&mut self, insert: &'static SideInsert, values: RowValues) {
+        self.inserts.push((insert, values));
+    }
+
     /// Stages a write to a side table (credentials, personal data, indexes), run at commit
     /// after the events, in the same transaction.
     pub fn stage_statement(&mut self, sql: &'static str, arguments: PgArguments) {
@@ -403,131 +458,143 @@ impl UnitOfWork {
     }
 
     /// Writes everything staged and commits. `respond` builds the answer from the position
-    /// of the last event; with an idempotency key it is stored in the same transaction.
-    pub async fn commit(mut self, respond: impl FnOnce(Option<i64>) -> Outcome) -> Result<Committed, StoreError> {
-        let position = self.write_events().await?;
-        for claim in std::mem::take(&mut self.claims) {
-            let inserted =
-                sqlx::query("INSERT INTO claims (kind, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&claim.kind)
-                    .bind(&claim.value)
-                    .bind(&claim.owner)
-                    .execute(&mut **self.tx())
-                    .await?;
-            if inserted.rows_affected() == 0 {
-                return Err(StoreError::ClaimTaken { kind: claim.kind });
+    /// of the last event; with an idempotency key it is stored in the same transaction. It may
+    /// be called more than once (a group that fails is written again unit by unit).
+    ///
+    /// Errors: `Conflict` (another command wrote first, or a state this one built on did not
+    /// commit: retry from a fresh load), `ClaimTaken`, `Database`.
+    pub async fn commit(
+        mut self,
+        respond: impl Fn(Option<i64>) -> Outcome + Send + Sync + 'static,
+    ) -> Result<Committed, StoreError> {
+        let write = self.take_write(Box::new(respond));
+        match self.tx.take() {
+            Some(tx) => self.commit_alone(tx, write).await,
+            None if write.is_empty() => Ok(Committed { position: None, outcome: (write.respond)(None) }),
+            None => self.commit_in_group(write).await,
+        }
+    }
+
+    /// What this unit of work writes, taken out of it.
+    fn take_write(&mut self, respond: Respond) -> UnitWrite {
+        let mut streams = HashMap::new();
+        for event in &self.staged {
+            let key = (event.aggregate_type, event.aggregate_id.clone());
+            if let std::collections::hash_map::Entry::Vacant(entry) = streams.entry(key) {
+                let start = self.heads[entry.key()].start_hash.clone();
+                entry.insert(StreamWrite { start, last: Arc::new(OnceLock::new()) });
             }
         }
-        for (sql, arguments) in std::mem::take(&mut self.statements) {
-            sqlx::query_with(sql, arguments).execute(&mut **self.tx()).await.map_err(
-                |error| match is_unique_violation(&error) {
-                    true => StoreError::Conflict,
-                    false => StoreError::Database(error),
-                },
-            )?;
+        let cached_reads = self
+            .heads
+            .iter()
+            .filter(|(_, head)| head.from_cache && !head.written)
+            .map(|(key, head)| (key.clone(), head.sequence))
+            .collect();
+        UnitWrite {
+            metadata: self.context.metadata(),
+            events: std::mem::take(&mut self.staged),
+            streams,
+            claims: std::mem::take(&mut self.claims),
+            inserts: std::mem::take(&mut self.inserts),
+            statements: std::mem::take(&mut self.statements),
+            idempotency: self.idempotency.clone(),
+            respond,
+            cached_reads,
         }
-        let mut outcome = respond(position);
-        outcome.position = position;
-        if let Some(key) = self.idempotency.clone() {
-            sqlx::query(
-                "INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(key.command_id)
-            .bind(&key.request_hash)
-            .bind(outcome.status as i16)
-            .bind(&outcome.body)
-            .bind(&outcome.location)
-            .bind(position)
-            .execute(&mut **self.tx())
-            .await
-            .map_err(|error| match is_unique_violation(&error) {
-                true => StoreError::Conflict,
-                false => StoreError::Database(error),
-            })?;
+    }
+
+    /// Writes and commits in the unit of work's own transaction. Its hashes chain from the
+    /// states it built on, so those must have committed first.
+    async fn commit_alone(
+        mut self,
+        mut tx: Transaction<'static, Postgres>,
+        write: UnitWrite,
+    ) -> Result<Committed, StoreError> {
+        let built_on: Vec<PendingCommit> = self.heads.values().filter_map(|head| head.pending.clone()).collect();
+        for pending in built_on {
+            if !committed(pending).await {
+                return self.fail(tx, StoreError::Conflict);
+            }
         }
-        self.check_cached_reads().await?;
-        let waits_for: Vec<PendingCommit> = self.heads.values().filter_map(|head| head.pending.clone()).collect();
+        let written = match write_units(&mut tx, &[&write]).await {
+            Ok(mut written) => written.remove(0),
+            Err(error) => return self.fail(tx, error),
+        };
+        let (outcome_sender, this_commit) = self.new_commit();
+        let hashes = written.last_hashes.iter().map(|(key, hash)| (key.clone(), HeadHash::Known(hash.clone())));
+        let snapshots = self.cache_states(Some((hashes.collect(), this_commit)));
         // Every statement ran: the stripes go, and our states with them, marked pending on
         // this commit, so the next command on these streams need not wait for it.
-        let (outcome_sender, this_commit) = watch::channel(None);
-        let heads = std::mem::take(&mut self.heads);
-        let snapshots = self.cache_states(heads, |_| true, Some(this_commit));
         self.stream_locks.clear();
-        for pending in waits_for {
-            if !committed(pending).await {
-                // Our states built on one that never committed; dropping the sender fails
-                // whoever built on ours. Retried from the database.
-                return Err(StoreError::Conflict);
-            }
-        }
-        let result = self.tx.take().expect("open transaction").commit().await;
+        let result = tx.commit().await;
         outcome_sender.send_replace(Some(result.is_ok()));
         result?;
-        if position.is_some() {
-            self.store.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
-            self.store.inner.notify_others.notify_one();
-        }
-        self.store.write_due_snapshots(snapshots);
-        Ok(Committed { position, outcome })
+        self.store.after_commit(written.position.is_some(), snapshots);
+        Ok(Committed { position: written.position, outcome: written.outcome })
     }
 
-    /// A stream only read, from the cache, must still be at the cached sequence: another
-    /// process may have appended to it, and nothing else in this unit of work would notice.
-    async fn check_cached_reads(&mut self) -> Result<(), StoreError> {
-        let (mut types, mut ids, mut sequences) = (Vec::new(), Vec::new(), Vec::new());
-        for ((aggregate_type, aggregate_id), head) in &self.heads {
-            if head.from_cache && !head.written {
-                types.push(aggregate_type.to_string());
-                ids.push(aggregate_id.clone());
-                sequences.push(head.sequence);
-            }
-        }
-        if types.is_empty() {
-            return Ok(());
-        }
-        let moved: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(t, i, s) \
-             JOIN events e ON e.aggregate_type = c.t AND e.aggregate_id = c.i AND e.sequence > c.s)",
-        )
-        .bind(types)
-        .bind(ids)
-        .bind(sequences)
-        .fetch_one(&mut **self.tx())
-        .await?;
-        self.cache_stale = moved;
-        match moved {
-            true => Err(StoreError::Conflict),
-            false => Ok(()),
-        }
+    /// Leaves nothing of a failed commit in the cache (a stale read may have failed it) and
+    /// rolls the transaction back.
+    fn fail(mut self, tx: Transaction<'static, Postgres>, error: StoreError) -> Result<Committed, StoreError> {
+        self.heads.clear();
+        self.tx = Some(tx);
+        Err(error)
     }
 
-    /// Leaves each stream's state (those `keep` selects) in its stripe's cache for the next
-    /// unit of work, and returns the snapshots that came due with their head hashes. A stream
-    /// written here waits on `this_commit`; one only read keeps what its state waited on.
-    fn cache_states(
-        &mut self,
-        heads: HashMap<(&'static str, String), StreamHead>,
-        keep: impl Fn(&StreamHead) -> bool,
-        this_commit: Option<PendingCommit>,
-    ) -> Vec<DueSnapshot> {
+    /// Hands the writes to the group committer. The states go back to the cache pending on
+    /// the group's commit, and the stripes are let go only once the submission is queued, so
+    /// the next command on a stream queues behind this one.
+    async fn commit_in_group(mut self, write: UnitWrite) -> Result<Committed, StoreError> {
+        let depends_on = self.heads.values().filter_map(|head| head.pending.clone()).collect();
+        let (outcome, this_commit) = self.new_commit();
+        let hashes = write.streams.iter().map(|(key, stream)| (key.clone(), HeadHash::Pending(stream.last.clone())));
+        let snapshots = self.cache_states(Some((hashes.collect(), this_commit.clone())));
+        self.reader = None;
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission { unit: this_commit.unit, write, depends_on, outcome, snapshots, reply };
+        let queued = self.store.inner.committer.send(submission);
+        self.stream_locks.clear();
+        if queued.is_err() {
+            return Err(StoreError::Database(sqlx::Error::PoolClosed));
+        }
+        answer.await.unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
+    }
+
+    fn new_commit(&self) -> (watch::Sender<Option<bool>>, PendingCommit) {
+        let (sender, outcome) = watch::channel(None);
+        (sender, PendingCommit { unit: self.store.next_unit(), outcome })
+    }
+
+    /// Leaves each stream's state in its stripe's cache for the next unit of work, and
+    /// returns the snapshots that came due. When committing (`written`: the hash of each
+    /// stream written, and this commit): a stream written waits on this commit; one only read
+    /// from the database keeps its state; one only read from the cache is dropped, since a
+    /// stale read shows only at commit. Otherwise (nothing committed) only streams not
+    /// written go back, as they were.
+    fn cache_states(&mut self, written: Option<(HashMap<StreamKey, HeadHash>, PendingCommit)>) -> Vec<DueSnapshot> {
         let mut due = Vec::new();
-        for (key, mut head) in heads {
-            if let Some(snapshot) = head.snapshot.take() {
-                head.snapshot_sequence = snapshot.sequence;
-                due.push(DueSnapshot { key: key.clone(), head_hash: head.prev_hash.clone(), snapshot });
-            }
-            let Some(state) = head.state.take().filter(|_| keep(&head)) else { continue };
+        for (key, mut head) in std::mem::take(&mut self.heads) {
+            let cached = match (&written, head.written) {
+                (Some((hashes, this_commit)), true) => {
+                    let hash = hashes[&key].clone();
+                    if let Some(snapshot) = head.snapshot.take() {
+                        head.snapshot_sequence = snapshot.sequence;
+                        due.push(DueSnapshot { key: key.clone(), head_hash: hash.clone(), snapshot });
+                    }
+                    Some((hash, Some(this_commit.clone())))
+                }
+                (Some(_), false) if head.from_cache => None,
+                (_, false) => Some((head.start_hash, head.pending)),
+                (None, true) => None,
+            };
+            let (Some((head_hash, pending)), Some(state)) = (cached, head.state.take()) else { continue };
             let stripe = self.store.stream_stripe(&key);
             if let Some((_, guard)) = self.stream_locks.iter_mut().find(|(held, _)| *held == stripe) {
-                let pending = match head.written {
-                    true => this_commit.clone(),
-                    false => head.pending,
-                };
                 **guard = Some(CachedStream {
                     key,
                     sequence: head.sequence,
-                    head_hash: head.prev_hash,
+                    head_hash,
                     snapshot_sequence: head.snapshot_sequence,
                     state,
                     pending,
@@ -536,46 +603,13 @@ impl UnitOfWork {
         }
         due
     }
-
-    /// Allocates positions, chains hashes per stream and inserts every staged event in one
-    /// statement. Returns the last position, or `None` when nothing was staged.
-    async fn write_events(&mut self) -> Result<Option<i64>, StoreError> {
-        if self.staged.is_empty() {
-            return Ok(None);
-        }
-        let positions: Vec<i64> = sqlx::query_scalar("SELECT ledger_allocate_positions($1)")
-            .bind(self.staged.len() as i32)
-            .fetch_one(&mut **self.tx())
-            .await?;
-        assert_eq!(positions.len(), self.staged.len(), "one position per staged event");
-        let metadata = self.context.metadata();
-        let mut rows = EventRows::default();
-        for (event, position) in self.staged.iter().zip(&positions) {
-            let key = (event.aggregate_type, event.aggregate_id.clone());
-            let head = self.heads.get_mut(&key).expect("a staged stream has a head");
-            let recorded = RecordedEvent {
-                position: *position,
-                aggregate_type: event.aggregate_type.to_string(),
-                aggregate_id: event.aggregate_id.clone(),
-                sequence: event.sequence,
-                event_type: event.event_type.clone(),
-                event_version: event.event_version.clone(),
-                payload: event.payload.clone(),
-                metadata: metadata.clone(),
-            };
-            let canonical = recorded.canonical().map_err(StoreError::corrupt)?;
-            let hash = chain_hash(&head.prev_hash, &canonical);
-            rows.push(&recorded, canonical, std::mem::replace(&mut head.prev_hash, hash.to_vec()), hash);
-        }
-        rows.insert(self.tx()).await?;
-        Ok(positions.last().copied())
-    }
 }
 
 impl Store {
     /// Writes snapshots that came due, off the command path: the caller does not wait.
-    fn write_due_snapshots(&self, due: Vec<DueSnapshot>) {
+    pub(crate) fn write_due_snapshots(&self, due: Vec<DueSnapshot>) {
         for DueSnapshot { key: (aggregate_type, aggregate_id), head_hash, snapshot } in due {
+            let Some(head_hash) = head_hash.get().map(<[u8]>::to_vec) else { continue };
             let pool = self.pool().clone();
             tokio::spawn(async move {
                 let result = sqlx::query(
@@ -605,13 +639,10 @@ impl Store {
 
 impl Drop for UnitOfWork {
     /// A unit of work dropped without commit (a rejection, an error) rolls back at once:
-    /// sqlx would only queue the rollback until the connection is used again, and until then
-    /// the idempotency lock would make a repeat answer "in progress".
+    /// sqlx would only queue the rollback until the connection is used again.
     fn drop(&mut self) {
         // States of streams this unit of work did not write are still the committed ones.
-        let heads = std::mem::take(&mut self.heads);
-        let cache_stale = self.cache_stale;
-        let _rolled_back_snapshots = self.cache_states(heads, |head| !head.written && !cache_stale, None);
+        let _never_written = self.cache_states(None);
         if let Some(tx) = self.tx.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
@@ -626,7 +657,7 @@ impl Drop for UnitOfWork {
 
 /// Takes the stripe's cached state if it is `stream`'s and its writer has not failed (then
 /// the state is dropped and the stream loaded from the database).
-fn take_cached(stripe: &mut StripeGuard, stream: &(&'static str, String)) -> Option<CachedStream> {
+fn take_cached(stripe: &mut StripeGuard, stream: &StreamKey) -> Option<CachedStream> {
     let mut cached = match stripe.as_ref() {
         Some(cached) if cached.key == *stream => stripe.take()?,
         _ => return None,
@@ -638,66 +669,6 @@ fn take_cached(stripe: &mut StripeGuard, stream: &(&'static str, String)) -> Opt
             Some(cached)
         }
         Some(CommitState::Running) | None => Some(cached),
-    }
-}
-
-/// A snapshot to write after commit, with the head hash it was taken at.
-struct DueSnapshot {
-    key: (&'static str, String),
-    head_hash: Vec<u8>,
-    snapshot: PendingSnapshot,
-}
-
-/// Column arrays for one multi-row insert through `UNNEST`.
-#[derive(Default)]
-struct EventRows {
-    positions: Vec<i64>,
-    aggregate_types: Vec<String>,
-    aggregate_ids: Vec<String>,
-    sequences: Vec<i64>,
-    event_types: Vec<String>,
-    event_versions: Vec<String>,
-    canonicals: Vec<String>,
-    prev_hashes: Vec<Vec<u8>>,
-    hashes: Vec<Vec<u8>>,
-}
-
-impl EventRows {
-    fn push(&mut self, event: &RecordedEvent, canonical: String, prev_hash: Vec<u8>, hash: [u8; 32]) {
-        self.positions.push(event.position);
-        self.aggregate_types.push(event.aggregate_type.clone());
-        self.aggregate_ids.push(event.aggregate_id.clone());
-        self.sequences.push(event.sequence);
-        self.event_types.push(event.event_type.clone());
-        self.event_versions.push(event.event_version.clone());
-        self.canonicals.push(canonical);
-        self.prev_hashes.push(prev_hash);
-        self.hashes.push(hash.to_vec());
-    }
-
-    async fn insert(self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, \
-                                 event_version, canonical, prev_hash, hash) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                                  $6::text[], $7::text[], $8::bytea[], $9::bytea[])",
-        )
-        .bind(self.positions)
-        .bind(self.aggregate_types)
-        .bind(self.aggregate_ids)
-        .bind(self.sequences)
-        .bind(self.event_types)
-        .bind(self.event_versions)
-        .bind(self.canonicals)
-        .bind(self.prev_hashes)
-        .bind(self.hashes)
-        .execute(&mut **tx)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_unique_violation(&error) => Err(StoreError::Conflict),
-            Err(error) => Err(StoreError::Database(error)),
-        }
     }
 }
 

@@ -108,7 +108,7 @@ async fn record_once(
         unreachable!("without an idempotency key a unit of work always begins fresh")
     };
     // Checked up front so a duplicate costs one read; the claim at commit settles races.
-    if claim_taken(uow.connection(), &claim).await? {
+    if claim_taken(uow.reader().await?, &claim).await? {
         return Ok(RecordOutcome::Duplicate);
     }
     let received_at = uow.context().at;

@@ -207,7 +207,7 @@ impl Sender {
         let row: Option<(Uuid, String)> =
             sqlx::query_as("SELECT wallet_id, state FROM chain_withdrawals WHERE withdrawal_id = $1")
                 .bind(withdrawal_id)
-                .fetch_optional(uow.connection())
+                .fetch_optional(uow.reader().await?)
                 .await?;
         let Some((wallet_id, state)) = row else {
             return Err(SenderError::Invalid(format!("no chain_withdrawals row {withdrawal_id}")));
@@ -376,7 +376,7 @@ impl Sender {
         let mut uow = *uow;
         let state: Option<String> = sqlx::query_scalar("SELECT state FROM chain_withdrawals WHERE withdrawal_id = $1")
             .bind(id)
-            .fetch_optional(uow.connection())
+            .fetch_optional(uow.reader().await?)
             .await?;
         if !matches!(state.as_deref(), Some("queued" | "submitted")) {
             return Ok(false);

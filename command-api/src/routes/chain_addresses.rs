@@ -250,7 +250,7 @@ async fn link(
     nonce: Option<&str>,
 ) -> Result<event_store::Committed, ApiError> {
     let now = uow.context().at;
-    let chain = chain_identity(uow.connection()).await?;
+    let chain = chain_identity(uow.connection().await?).await?;
     let challenge = locked_challenge(&mut uow, user_id, nonce).await?;
     challenge.check(user_id, now)?;
     let signer = signature
@@ -297,7 +297,7 @@ async fn check_address_count(uow: &mut UnitOfWork, user_id: Uuid) -> Result<(), 
     let linked: i64 = sqlx::query_scalar("SELECT count(*) FROM claims WHERE kind = $1 AND owner = $2")
         .bind(crate::claims::CHAIN_ADDRESS)
         .bind(user_id.to_string())
-        .fetch_one(uow.connection())
+        .fetch_one(uow.connection().await?)
         .await?;
     if linked >= ADDRESSES_PER_USER_MAX {
         return Err(ApiError::unprocessable("too_many_addresses", "this user has linked the most addresses allowed"));
@@ -335,19 +335,19 @@ impl Challenge {
 async fn locked_challenge(uow: &mut UnitOfWork, user_id: Uuid, nonce: Option<&str>) -> Result<Challenge, ApiError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('chain_link:' || $1::text, 0))")
         .bind(user_id)
-        .execute(uow.connection())
+        .execute(uow.connection().await?)
         .await?;
     let row = match nonce {
         Some(nonce) => {
             sqlx::query("SELECT * FROM chain_link_challenges WHERE nonce = $1")
                 .bind(nonce)
-                .fetch_optional(uow.connection())
+                .fetch_optional(uow.connection().await?)
                 .await?
         }
         None => {
             sqlx::query("SELECT * FROM chain_link_challenges WHERE user_id = $1 ORDER BY issued_at DESC, nonce LIMIT 1")
                 .bind(user_id)
-                .fetch_optional(uow.connection())
+                .fetch_optional(uow.connection().await?)
                 .await?
         }
     };

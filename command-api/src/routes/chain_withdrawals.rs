@@ -88,7 +88,7 @@ async fn withdraw(
     amount: Amount,
     address: Address,
 ) -> Result<event_store::Committed, ApiError> {
-    chain_identity(uow.connection()).await?;
+    chain_identity(uow.connection().await?).await?;
     check_not_paused(&mut uow).await?;
     let address = address_text(&address);
     check_linked_address(&mut uow, user_id, &address).await?;
@@ -125,7 +125,7 @@ async fn withdraw(
 }
 
 async fn check_not_paused(uow: &mut UnitOfWork) -> Result<(), ApiError> {
-    let paused: bool = sqlx::query_scalar("SELECT paused FROM chain_controls").fetch_one(uow.connection()).await?;
+    let paused: bool = sqlx::query_scalar("SELECT paused FROM chain_controls").fetch_one(uow.connection().await?).await?;
     if paused {
         return Err(ApiError::conflict("bridge_paused", "withdrawals to the chain are paused by an admin"));
     }
@@ -139,7 +139,7 @@ async fn check_linked_address(uow: &mut UnitOfWork, user_id: Uuid, address: &str
         sqlx::query_scalar("SELECT usable_from FROM chain_links WHERE address = $1 AND user_id = $2")
             .bind(address)
             .bind(user_id)
-            .fetch_optional(uow.connection())
+            .fetch_optional(uow.connection().await?)
             .await?;
     let Some(usable_from) = usable_from else {
         return Err(ApiError::unprocessable("address_not_linked", "link this address to your user first"));
@@ -161,7 +161,7 @@ async fn check_daily_limits(
     user_id: Uuid,
     amount: Decimal,
 ) -> Result<(), ApiError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WITHDRAWAL_LIMITS_LOCK).execute(uow.connection()).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WITHDRAWAL_LIMITS_LOCK).execute(uow.connection().await?).await?;
     let since = uow.context().at - chrono::Duration::hours(DAILY_LIMIT_WINDOW_HOURS);
     let (user_total, global_total): (Decimal, Decimal) = sqlx::query_as(
         "SELECT COALESCE(sum(amount) FILTER (WHERE user_id = $1), 0), COALESCE(sum(amount), 0) \
@@ -169,7 +169,7 @@ async fn check_daily_limits(
     )
     .bind(user_id)
     .bind(since)
-    .fetch_one(uow.connection())
+    .fetch_one(uow.connection().await?)
     .await?;
     let limits = &state.config.chain;
     if user_total + amount > limits.withdrawal_user_daily_limit {
@@ -455,7 +455,7 @@ async fn resolve(mut uow: UnitOfWork, id: Uuid, wallet_id: Uuid) -> Result<event
     )
     .bind(<ChainMovement as cqrs_es::Aggregate>::TYPE)
     .bind(id.to_string())
-    .fetch_optional(uow.connection())
+    .fetch_optional(uow.connection().await?)
     .await?;
     let (tx_hash, log_index) = origin.unwrap_or_default();
     let command = ChainMovementCommand::ResolveSuspense { wallet_id };

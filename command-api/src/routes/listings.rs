@@ -195,7 +195,7 @@ async fn create(
     state: &AppState,
     terms: ListingTerms,
 ) -> Result<event_store::Committed, ApiError> {
-    let user = state.store.load::<User>(uow.connection(), &terms.seller_id.to_string(), true).await?.aggregate;
+    let user = state.store.load::<User>(uow.reader().await?, &terms.seller_id.to_string(), true).await?.aggregate;
     if !user.is_seller {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,

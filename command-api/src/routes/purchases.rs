@@ -88,7 +88,7 @@ async fn quote(uow: &mut UnitOfWork, state: &AppState, pricing: &Pricing) -> Res
         Pricing::Market { index, currency, premium_bps } => {
             let latest = crate::routes::prices::latest_price(
                 &state.store,
-                uow.connection(),
+                uow.reader().await?,
                 PRICED_ASSET,
                 *currency,
                 Some(index),
@@ -122,7 +122,7 @@ async fn initiate(
     quantity: Amount,
 ) -> Result<event_store::Committed, ApiError> {
     let listing_id = request.announcement_id;
-    let listing = state.store.load::<Listing>(uow.connection(), &listing_id.to_string(), true).await?.aggregate;
+    let listing = state.store.load::<Listing>(uow.reader().await?, &listing_id.to_string(), true).await?.aggregate;
     let listing_terms = listing.terms.clone().ok_or_else(listing_not_found)?;
     if listing_terms.seller_id == buyer {
         return Err(ApiError::unprocessable("own_listing", "you cannot buy your own listing"));
@@ -174,7 +174,7 @@ async fn initiate(
         fee,
         total,
     };
-    uow.execute::<Purchase>(&purchase_id.to_string(), PurchaseCommand::Initiate(Box::new(terms.clone())), &())
+    uow.execute_new::<Purchase>(&purchase_id.to_string(), PurchaseCommand::Initiate(Box::new(terms.clone())), &())
         .await??;
     let saga = serde_json::to_value(sagas::PurchaseSaga { terms: terms.clone() }).map_err(|_| ApiError::internal())?;
     uow.stage_statement(

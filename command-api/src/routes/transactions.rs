@@ -168,7 +168,7 @@ pub async fn transactions_reverse(
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM claims WHERE kind = $1 AND value = $2)")
                     .bind(crate::claims::REVERSAL)
                     .bind(original_id.to_string())
-                    .fetch_one(uow.connection())
+                    .fetch_one(uow.reader().await?)
                     .await?;
             if reversed {
                 return Err(ApiError::conflict("already_reversed", "this transaction was already reversed"));
@@ -196,7 +196,7 @@ pub async fn transactions_reverse(
             let executed =
                 uow.execute::<Wallet>(&wallet_id.to_string(), command, &()).await?.map_err(wallet_rejection)?;
             uow.claim(crate::claims::REVERSAL, &original_id.to_string(), &reversal_id.to_string());
-            index_transaction(&mut uow, reversal_id, wallet_id, "reversal", original.currency, amount, "completed")?;
+            index_transaction(&mut uow, reversal_id, wallet_id, "reversal", original.currency, amount, "completed");
             let currency = original.currency;
             let body = json!({
                 "transaction_id": reversal_id,

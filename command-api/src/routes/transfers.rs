@@ -102,13 +102,13 @@ impl Recipient {
             Recipient::User { username, currency } => {
                 let user: Option<Uuid> = sqlx::query("SELECT user_id FROM credentials WHERE username_lower = $1")
                     .bind(username)
-                    .fetch_optional(uow.connection())
+                    .fetch_optional(uow.reader().await?)
                     .await?
                     .map(|row| row.get(0));
                 wallet_id(user.ok_or_else(recipient_not_found)?, *currency)
             }
         };
-        let loaded = state.store.load::<Wallet>(uow.connection(), &wallet.to_string(), true).await?;
+        let loaded = state.store.load::<Wallet>(uow.reader().await?, &wallet.to_string(), true).await?;
         let identity = loaded.aggregate.identity.ok_or_else(recipient_not_found)?;
         Ok((wallet, identity.owner_id, identity.currency))
     }

@@ -5,7 +5,7 @@ use axum::response::Response;
 use domain::user::Role;
 use domain::wallet::{Wallet, WalletCommand};
 use domain::{Amount, Currency};
-use event_store::UnitOfWork;
+use event_store::{SideInsert, UnitOfWork};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{Arguments, Row};
@@ -195,7 +195,7 @@ pub async fn deposits_create(
             let executed = uow.execute_with::<Wallet, ApiError>(&id.to_string(), deposit, &()).await??;
             let (currency, amount) = money_moved(&executed.events);
             uow.claim(crate::claims::DEPOSIT_REFERENCE, &request.reference, &transaction_id.to_string());
-            index_transaction(&mut uow, transaction_id, id, "deposit", currency, amount, "completed")?;
+            index_transaction(&mut uow, transaction_id, id, "deposit", currency, amount, "completed");
             let body = movement_body(transaction_id, id, "deposit", "completed", currency, amount, &executed.aggregate);
             let location = format!("/api/v1/transactions/{transaction_id}");
             commit_created(uow, body, location).await
@@ -255,7 +255,7 @@ pub async fn withdrawals_create(
                 &format!("{id}/{}", request.reference),
                 &withdrawal_id.to_string(),
             );
-            index_transaction(&mut uow, withdrawal_id, id, "withdrawal", currency, amount, "pending")?;
+            index_transaction(&mut uow, withdrawal_id, id, "withdrawal", currency, amount, "pending");
             let body = movement_body(withdrawal_id, id, "withdrawal", "pending", currency, amount, &executed.aggregate);
             let location = format!("/api/v1/transactions/{withdrawal_id}");
             commit_created(uow, body, location).await
@@ -422,7 +422,7 @@ pub async fn indexed_transaction(uow: &mut UnitOfWork, id: Uuid) -> Result<Optio
         "SELECT wallet_id, kind, currency, amount, status FROM transaction_index WHERE transaction_id = $1",
     )
     .bind(id)
-    .fetch_optional(uow.connection())
+    .fetch_optional(uow.reader().await?)
     .await?;
     Ok(row.map(|row| IndexedTransaction {
         wallet_id: row.get("wallet_id"),
@@ -442,19 +442,23 @@ pub fn index_transaction(
     currency: Currency,
     amount: Amount,
     status: &'static str,
-) -> Result<(), ApiError> {
-    uow.stage_statement(
-        "INSERT INTO transaction_index (transaction_id, wallet_id, kind, currency, amount, status) VALUES ($1, $2, $3, $4, $5, $6)",
-        arguments(|a| {
+) {
+    const TRANSACTION_INDEX: SideInsert = SideInsert {
+        table: "transaction_index",
+        columns: &["transaction_id", "wallet_id", "kind", "currency", "amount", "status"],
+    };
+    let amount = amount.value();
+    uow.stage_insert(
+        &TRANSACTION_INDEX,
+        Box::new(move |a| {
             a.add(transaction_id)?;
             a.add(wallet_id)?;
             a.add(kind)?;
             a.add(currency.code())?;
-            a.add(amount.value())?;
+            a.add(amount)?;
             a.add(status)
-        })?,
+        }),
     );
-    Ok(())
 }
 
 /// The answer to a money movement: the transaction and the wallet's balances after it.

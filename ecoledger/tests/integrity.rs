@@ -272,11 +272,11 @@ async fn mix(app: &TestApp) -> Mix {
     // The chain flows (no chain node: the bridge's side is recorded straight on the store).
     common::chain::every_chain_flow(app, &admin, &alice).await;
 
-    // The ledger flows: a transfer, a listing, a purchase settled by their sagas, and a price.
+    // The ledger flows: a transfer, a listing, a purchase settled by its saga, and a price.
     let transfer =
         json!({"from_wallet_id": alice.wallet("EUR"), "amount": "5.00", "to_username": "carol", "currency": "EUR"});
     let reply = app.post("/api/v1/transfers", &alice.token, transfer).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "transfer: {:?}", reply.body);
+    assert_eq!(reply.status, StatusCode::CREATED, "transfer: {:?}", reply.body);
     let listing = json!({
         "quantity": "2.000",
         "pricing": {"kind": "fixed", "unit_price": "10.00", "currency": "EUR"},

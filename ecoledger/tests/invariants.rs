@@ -34,7 +34,7 @@ impl Ledger {
         let body =
             json!({"from_wallet_id": alice.wallet("EUR"), "amount": "30.00", "to_username": "bob", "currency": "EUR"});
         let reply = app.post("/api/v1/transfers", &alice.token, body).await;
-        assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
         acknowledged.push(Acknowledged::transfer(uuid(&reply.body["id"])));
         let first_deposit = acknowledged[0].id;
         let ledger = Ledger { app, acknowledged, first_deposit };

@@ -465,3 +465,66 @@ async fn a_replay_after_the_race_reproduces_every_read_model_row_for_row() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. A crash with purchases pending
+// ---------------------------------------------------------------------------------------------
+
+/// Purchases accepted (buyer's total held, quantity reserved) but not yet settled when the
+/// process is SIGKILLed.
+const CRASH_PURCHASES: usize = 6;
+
+/// Sends one purchase of 1 t to a server started as a child process; returns its id.
+async fn buy_over(client: &reqwest::Client, base: &str, buyer: &TestUser, listing: &str) -> String {
+    let order = json!({"announcement_id": listing, "quantity": "1", "max_total": "3.00"});
+    let reply = client.post(format!("{base}/api/v1/purchases")).bearer_auth(&buyer.token).json(&order).send().await;
+    let reply = reply.expect("purchase sent");
+    let status = reply.status();
+    let body: Value = reply.json().await.expect("a JSON answer");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["id"].as_str().expect("purchase id").to_string()
+}
+
+#[tokio::test]
+async fn purchases_left_pending_by_a_killed_process_settle_exactly_once_after_restart() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let seller = seller_with(&app, &admin, "sally", "10").await;
+    let listing = list(&app, &seller, fixed("10", "2.00")).await;
+    let buyers = [app.register("bob").await, app.register("carol").await];
+    for buyer in &buyers {
+        app.deposit(&admin, buyer.wallet("EUR"), "100").await;
+    }
+    let (db, prefix) = app.stop();
+
+    // A process without saga workers takes the purchases, then dies with all of them pending.
+    let (mut child, base) = common::spawn_binary(&db, &prefix, "api,relay,projections").await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for k in 0..CRASH_PURCHASES {
+        let buyer = &buyers[k % buyers.len()];
+        ids.push((buyer, buy_over(&client, &base, buyer, &listing).await));
+    }
+    let pending = "SELECT count(*) FROM sagas WHERE kind = 'purchase' AND status = 'pending'";
+    assert_eq!(count(&db.pool, pending).await, CRASH_PURCHASES as i64);
+    child.kill().await.expect("SIGKILL delivered");
+
+    let app = TestApp::spawn_on(db, prefix, SpawnOptions::default()).await;
+    for (buyer, id) in &ids {
+        assert_eq!(settled(&app, buyer, id).await["status"], "completed", "purchase {id}");
+    }
+    let completed = "SELECT count(*) FROM events WHERE event_type = 'PurchaseCompleted'";
+    assert_eq!(count(&app.db.pool, completed).await, CRASH_PURCHASES as i64, "each purchase settled once");
+    // Each purchase: 2.00 to the seller, 0.02 fee (1 %), 1 t to the buyer.
+    let sold = CRASH_PURCHASES as i64;
+    assert_eq!(wallet(&app, &seller, "EUR").await, (format!("{}.00", 2 * sold), "0.00".to_string()));
+    assert_eq!(wallet(&app, &seller, "CARBON").await.0, format!("{}.000", 10 - sold));
+    for buyer in &buyers {
+        let bought = sold / buyers.len() as i64;
+        let spent = Decimal::from(bought) * dec("2.02");
+        assert_eq!(wallet(&app, buyer, "EUR").await, ((dec("100.00") - spent).to_string(), "0.00".to_string()));
+        assert_eq!(wallet(&app, buyer, "CARBON").await.0, format!("{bought}.000"));
+    }
+    let transit = "SELECT COALESCE(sum(balance), 0) FROM rm_system_accounts WHERE account = 'transit'";
+    assert_eq!(scalar_decimal(&app.db.pool, transit).await, Decimal::ZERO, "nothing is left in transit");
+}

@@ -1,4 +1,5 @@
-//! Transfers end to end: the first step answers at once, the saga settles, the books balance.
+//! Transfers end to end: both steps settle in the request's one transaction, refusals answer
+//! at once, the books balance.
 
 mod common;
 
@@ -37,9 +38,18 @@ async fn a_transfer_by_username_moves_money_through_transit_and_completes() {
     app.deposit(&admin, alice.wallet("EUR"), "100").await;
     let body = json!({"from_wallet_id": alice.wallet("EUR"), "amount": "30.25", "to_username": "Bob", "currency": "EUR", "memo": "rent"});
     let reply = transfer(&app, &alice, body).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
-    assert_eq!(reply.body["status"], "pending");
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    assert_eq!(reply.body["status"], "completed", "settled before the answer");
     let id = reply.body["id"].as_str().unwrap().to_string();
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xact_id::text) FROM events WHERE canonical LIKE '%' || $1 || '%'")
+            .bind(&id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(transactions, 1, "debit, credit and the transfer's events commit together");
+    let sagas: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(sagas, 0, "nothing is left for a saga");
     assert_eq!(reply.header("location").unwrap(), format!("/api/v1/transfers/{id}"));
     let view = settled(&app, &alice, &id).await;
     assert_eq!(view["status"], "completed", "{view}");
@@ -140,7 +150,11 @@ async fn a_destination_that_refuses_the_credit_fails_the_transfer_and_returns_th
         json!({"from_wallet_id": alice.wallet("EUR"), "amount": "2", "to_username": "bob", "currency": "EUR"}),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    assert_eq!(
+        (reply.body["status"].as_str(), reply.body["reason"].as_str()),
+        (Some("failed"), Some("balance_overflow"))
+    );
     let view = settled(&app, &alice, reply.body["id"].as_str().unwrap()).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["reason"], "balance_overflow");

@@ -1,4 +1,5 @@
-//! Sagas: flows of several steps (transfers today; purchases, mints and notifications later).
+//! Sagas: flows of several steps (purchases and listing expiries; transfers that an earlier
+//! version left pending).
 //!
 //! A saga's state is a row in Postgres (`sagas`) with a `next_attempt_at`. Workers lease due
 //! rows with `FOR UPDATE SKIP LOCKED`, so any number of them compete safely; a commit in this
@@ -15,5 +16,5 @@ mod worker;
 pub use listing_expiry::{ListingExpirySaga, LISTING_EXPIRY_SAGA};
 pub use purchase::{PurchaseSaga, PURCHASE_SAGA};
 pub use step::StepResult;
-pub use transfer::{TransferSaga, TRANSFER_SAGA};
+pub use transfer::{settle_in as settle_transfer_in, Settlement, TransferSaga, TRANSFER_SAGA};
 pub use worker::SagaWorker;

@@ -1,9 +1,11 @@
-//! The transfer saga's second step: credit the destination from `transit`, or return the
-//! money to the source when the destination refuses it.
+//! A transfer's second step: credit the destination from `transit`, or return the money to
+//! the source when the destination refuses it. The API runs it in the request's own unit of
+//! work (a transfer settles in one transaction); the saga step is kept for transfers an
+//! earlier version left pending in `sagas`.
 
 use domain::transfer::{Transfer, TransferCommand, TransferError, TransferParties};
 use domain::wallet::{Wallet, WalletCommand};
-use event_store::{Store, StoreError};
+use event_store::{Store, StoreError, UnitOfWork};
 
 use crate::step::{begin_step, finish, mark, StepResult};
 use serde::{Deserialize, Serialize};
@@ -17,10 +19,22 @@ pub struct TransferSaga {
     pub parties: TransferParties,
 }
 
-/// Runs the settling step of the transfer saga `saga_id`, attempt `attempt`.
-pub async fn settle(store: &Store, saga_id: Uuid, saga: &TransferSaga, attempt: i32) -> Result<StepResult, StoreError> {
-    let parties = &saga.parties;
-    let mut uow = begin_step(store, TRANSFER_SAGA, saga_id, "settle", attempt).await?;
+/// How the second step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Completed,
+    /// The destination refused the credit (its rule is the reason); the money went back.
+    Failed {
+        reason: String,
+    },
+    /// Settled before (another worker, an earlier attempt): nothing was staged.
+    AlreadySettled,
+}
+
+/// Stages the second step of the transfer `parties` describes in `uow`: the destination's
+/// credit from `transit` and the transfer's completion, or, when the destination refuses,
+/// the source's money back and the transfer's failure.
+pub async fn settle_in(uow: &mut UnitOfWork, parties: &TransferParties) -> Result<Settlement, StoreError> {
     let credit = WalletCommand::CreditFromTransfer {
         transfer_id: parties.transfer_id,
         from_wallet_id: parties.from_wallet_id,
@@ -28,10 +42,10 @@ pub async fn settle(store: &Store, saga_id: Uuid, saga: &TransferSaga, attempt: 
         currency: parties.currency,
     };
     let credited = uow.execute::<Wallet>(&parties.to_wallet_id.to_string(), credit, &()).await?;
-    let (transfer_command, result) = match credited {
-        Ok(_) => (TransferCommand::Complete, StepResult::Completed),
+    let (transfer_command, settlement) = match credited {
+        Ok(_) => (TransferCommand::Complete, Settlement::Completed),
         Err(refusal) => {
-            // The destination refused (say its balance would overflow): the money goes back.
+            // The destination refused (it is frozen, its balance would overflow): the money goes back.
             let reason = refusal.code().to_string();
             let back = WalletCommand::ReturnTransfer {
                 transfer_id: parties.transfer_id,
@@ -41,21 +55,33 @@ pub async fn settle(store: &Store, saga_id: Uuid, saga: &TransferSaga, attempt: 
             };
             if let Err(error) = uow.execute::<Wallet>(&parties.from_wallet_id.to_string(), back, &()).await? {
                 return Err(StoreError::corrupt(format!(
-                    "transfer {saga_id}: the source refused its money back: {error}"
+                    "transfer {}: the source refused its money back: {error}",
+                    parties.transfer_id
                 )));
             }
-            (TransferCommand::Fail { reason }, StepResult::Failed)
+            (TransferCommand::Fail { reason: reason.clone() }, Settlement::Failed { reason })
         }
     };
     match uow.execute::<Transfer>(&parties.transfer_id.to_string(), transfer_command, &()).await? {
-        Ok(_) => {}
-        Err(TransferError::AlreadySettled) => {
+        Ok(_) => Ok(settlement),
+        Err(TransferError::AlreadySettled) => Ok(Settlement::AlreadySettled),
+        Err(error) => Err(StoreError::corrupt(format!("transfer {}: {error}", parties.transfer_id))),
+    }
+}
+
+/// Runs the settling step of the transfer saga `saga_id`, attempt `attempt`.
+pub async fn settle(store: &Store, saga_id: Uuid, saga: &TransferSaga, attempt: i32) -> Result<StepResult, StoreError> {
+    let mut uow = begin_step(store, TRANSFER_SAGA, saga_id, "settle", attempt).await?;
+    let (status, result) = match settle_in(&mut uow, &saga.parties).await? {
+        Settlement::Completed => ("completed", StepResult::Completed),
+        Settlement::Failed { .. } => ("failed", StepResult::Failed),
+        Settlement::AlreadySettled => {
+            // What was staged here is dropped with the unit of work: an earlier attempt did it.
             drop(uow);
             mark(store, saga_id, "completed").await?;
             return Ok(StepResult::AlreadySettled);
         }
-        Err(error) => return Err(StoreError::corrupt(format!("transfer {saga_id}: {error}"))),
-    }
-    finish(uow, saga_id, if result == StepResult::Completed { "completed" } else { "failed" }).await?;
+    };
+    finish(uow, saga_id, status).await?;
     Ok(result)
 }

@@ -1,15 +1,17 @@
 //! `/api/v1/transfers`: money from one of your wallets to another user's, in one currency.
 //!
-//! The first step (source → `transit`) runs in the request, so a refusal answers at once and
-//! moves nothing; the saga then credits the destination or returns the money (DESIGN.md
-//! section 3).
+//! Both steps run in the request's transaction: the source → `transit` (a refusal answers at
+//! once and moves nothing), then `transit` → the destination, or back to the source when the
+//! destination refuses (DESIGN.md section 3).
 
 use axum::extract::State;
 use axum::response::Response;
+use cqrs_es::Aggregate;
 use domain::transfer::{Transfer, TransferCommand, TransferParties};
 use domain::wallet::{wallet_id, Wallet, WalletCommand};
 use domain::Currency;
 use event_store::UnitOfWork;
+use sagas::Settlement;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{Arguments, Row};
@@ -17,7 +19,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{Caller, RequestInfo};
-use crate::commands::{commit_accepted, run, CommandInput};
+use crate::commands::{commit_created, run, CommandInput};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, IdempotencyKey};
 use crate::read::{position_of, with_position, Consistency};
@@ -42,11 +44,13 @@ pub struct TransferRequest {
     pub currency: Option<String>,
 }
 
-/// Send money: 202 with the transfer pending, or 422 at once (`insufficient_funds`,
-/// `currency_mismatch`, `same_wallet`, `wallet_frozen`, `recipient_not_found`).
+/// Send money: 201 with the transfer settled in one transaction (`completed`, or `failed` with
+/// the destination's refusal as `reason` and the money back), or 422 at once, moving nothing
+/// (`insufficient_funds`, `currency_mismatch`, `same_wallet`, `wallet_frozen`,
+/// `recipient_not_found`).
 #[utoipa::path(post, path = "/api/v1/transfers", request_body = TransferRequest, tag = "transfers", security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
-    responses((status = 202, description = "Accepted: {id, status: pending, position}"),
+    responses((status = 201, description = "Settled: {id, status: completed|failed, reason, currency, amount, position}"),
               (status = 404, description = "wallet_not_found", body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)))]
 pub async fn transfers_create(
@@ -64,8 +68,8 @@ pub async fn transfers_create(
     let sender = caller.user_id;
     let input = CommandInput { actor: sender.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |uow| {
-        let (request, recipient, state) = (request.clone(), recipient.clone(), state.clone());
-        async move { initiate(uow, &state, sender, &request, &recipient).await }
+        let (request, recipient) = (request.clone(), recipient.clone());
+        async move { initiate(uow, sender, &request, &recipient).await }
     })
     .await
 }
@@ -95,22 +99,19 @@ impl Recipient {
         }
     }
 
-    /// The destination wallet and its owner, if it exists and is open.
-    async fn resolve(&self, state: &AppState, uow: &mut UnitOfWork) -> Result<(Uuid, Uuid, Currency), ApiError> {
-        let wallet = match self {
-            Recipient::Wallet(wallet) => *wallet,
+    /// The destination wallet's id (whether it exists shows once it is loaded).
+    async fn wallet_id(&self, uow: &mut UnitOfWork) -> Result<Uuid, ApiError> {
+        match self {
+            Recipient::Wallet(wallet) => Ok(*wallet),
             Recipient::User { username, currency } => {
                 let user: Option<Uuid> = sqlx::query("SELECT user_id FROM credentials WHERE username_lower = $1")
                     .bind(username)
                     .fetch_optional(uow.reader().await?)
                     .await?
                     .map(|row| row.get(0));
-                wallet_id(user.ok_or_else(recipient_not_found)?, *currency)
+                Ok(wallet_id(user.ok_or_else(recipient_not_found)?, *currency))
             }
-        };
-        let loaded = state.store.load::<Wallet>(uow.reader().await?, &wallet.to_string(), true).await?;
-        let identity = loaded.aggregate.identity.ok_or_else(recipient_not_found)?;
-        Ok((wallet, identity.owner_id, identity.currency))
+        }
     }
 }
 
@@ -118,25 +119,31 @@ fn recipient_not_found() -> ApiError {
     ApiError::unprocessable("recipient_not_found", "no such recipient")
 }
 
-/// The first step: checks and debits the source into `transit`, records the transfer and its
-/// saga, in one transaction.
+/// The whole transfer in one transaction: checks and debits the source into `transit`,
+/// records the transfer, then credits the destination from `transit` and completes it, or,
+/// when the destination refuses the credit, returns the money and fails it. Both postings
+/// and the transfer's events commit together or not at all (DESIGN.md section 3).
 async fn initiate(
     mut uow: UnitOfWork,
-    state: &AppState,
     sender: Uuid,
     request: &TransferRequest,
     recipient: &Recipient,
 ) -> Result<event_store::Committed, ApiError> {
-    let (to_wallet, to_user, to_currency) = recipient.resolve(state, &mut uow).await?;
+    let to_wallet = recipient.wallet_id(&mut uow).await?;
     let transfer_id = Uuid::new_v4();
     let from_wallet = request.from_wallet_id;
+    let (from_stream, to_stream, transfer_stream) =
+        (from_wallet.to_string(), to_wallet.to_string(), transfer_id.to_string());
+    uow.hold_streams(&[(Wallet::TYPE, &from_stream), (Wallet::TYPE, &to_stream), (Transfer::TYPE, &transfer_stream)])
+        .await?;
+    let destination = uow.state::<Wallet>(&to_stream).await?.identity.ok_or_else(recipient_not_found)?;
     let mut parties = None;
     let debit = |wallet: &Wallet| {
         let identity = wallet.identity.filter(|identity| identity.owner_id == sender).ok_or_else(wallet_not_found)?;
         if from_wallet == to_wallet {
             return Err(ApiError::unprocessable("same_wallet", "a wallet cannot send to itself"));
         }
-        if identity.currency != to_currency {
+        if identity.currency != destination.currency {
             return Err(ApiError::unprocessable("currency_mismatch", "both wallets must hold the same currency"));
         }
         let amount = parse_amount(&request.amount, identity.currency)?;
@@ -146,25 +153,20 @@ async fn initiate(
             from_wallet_id: from_wallet,
             from_user_id: sender,
             to_wallet_id: to_wallet,
-            to_user_id: to_user,
+            to_user_id: destination.owner_id,
             currency,
             amount,
         });
         Ok(WalletCommand::DebitForTransfer { transfer_id, to_wallet_id: to_wallet, amount, currency })
     };
-    uow.execute_with::<Wallet, ApiError>(&from_wallet.to_string(), debit, &()).await??;
+    uow.execute_with::<Wallet, ApiError>(&from_stream, debit, &()).await??;
     let parties = parties.expect("set by a successful debit");
-    uow.execute::<Transfer>(&transfer_id.to_string(), TransferCommand::Initiate(parties.clone()), &()).await??;
-    let saga =
-        serde_json::to_value(sagas::TransferSaga { parties: parties.clone() }).map_err(|_| ApiError::internal())?;
-    uow.stage_statement(
-        "INSERT INTO sagas (saga_id, kind, status, payload) VALUES ($1, $2, 'pending', $3)",
-        arguments(|a| {
-            a.add(transfer_id)?;
-            a.add(sagas::TRANSFER_SAGA)?;
-            a.add(saga)
-        })?,
-    );
+    uow.execute_new::<Transfer>(&transfer_stream, TransferCommand::Initiate(parties.clone()), &()).await??;
+    let (status, reason) = match sagas::settle_transfer_in(&mut uow, &parties).await? {
+        Settlement::Completed => ("completed", None),
+        Settlement::Failed { reason } => ("failed", Some(reason)),
+        Settlement::AlreadySettled => unreachable!("a transfer initiated in this unit of work is not settled yet"),
+    };
     if let Some(memo) = request.memo.clone() {
         uow.stage_statement(
             "INSERT INTO transfer_memos (transfer_id, memo) VALUES ($1, $2)",
@@ -176,11 +178,12 @@ async fn initiate(
     }
     let body = json!({
         "id": transfer_id,
-        "status": "pending",
+        "status": status,
+        "reason": reason,
         "currency": parties.currency.code(),
         "amount": parties.currency.format(parties.amount.value()),
     });
-    commit_accepted(uow, body, format!("/api/v1/transfers/{transfer_id}")).await
+    commit_created(uow, body, format!("/api/v1/transfers/{transfer_id}")).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -40,3 +40,32 @@ pub(crate) async fn advance(
         _ => Err(StoreError::Conflict),
     }
 }
+
+/// Moves each `(name, expected)` checkpoint to `position` in one statement. Fails with
+/// `Conflict` when any of them was moved by someone else (a rebuild): the caller's
+/// transaction must then roll back and reload.
+pub(crate) async fn advance_all(
+    conn: &mut PgConnection,
+    moves: &[(&'static str, i64)],
+    position: i64,
+) -> Result<(), StoreError> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = moves.iter().map(|(name, _)| *name).collect();
+    let expected: Vec<i64> = moves.iter().map(|(_, expected)| *expected).collect();
+    let moved = sqlx::query(
+        "UPDATE projection_checkpoints c SET position = $3 \
+         FROM UNNEST($1::text[], $2::bigint[]) AS m(name, expected) \
+         WHERE c.name = m.name AND c.position = m.expected",
+    )
+    .bind(names)
+    .bind(expected)
+    .bind(position)
+    .execute(&mut *conn)
+    .await?;
+    match moved.rows_affected() as usize == moves.len() {
+        true => Ok(()),
+        false => Err(StoreError::Conflict),
+    }
+}

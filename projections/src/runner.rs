@@ -11,7 +11,7 @@ use event_store::{Bus, PublishedEvent, RecordedEvent, Store, StoreError};
 use futures::{FutureExt, StreamExt};
 use sqlx::PgConnection;
 
-use crate::checkpoint::{advance, checkpoint};
+use crate::checkpoint::{advance_all, checkpoint};
 use crate::Projection;
 
 /// Events applied per transaction while catching up from Postgres.
@@ -140,16 +140,15 @@ impl Projector {
                 Err(error) => tracing::warn!(%error, "unreadable message ignored; Postgres fills the gap"),
             }
         }
-        match published.as_slice() {
-            [] => Ok(()),
-            [single] if tracked.iter().all(|t| t.position == single.prev_position) => {
-                apply_all(conn, tracked, std::slice::from_ref(&single.event)).await
-            }
-            many => {
-                let newest = many.iter().map(|p| p.event.position).max().expect("not empty");
-                self.catch_up(conn, tracked, newest).await
-            }
+        if published.is_empty() {
+            return Ok(());
         }
+        if follows_every_checkpoint(&published, tracked) {
+            let events: Vec<RecordedEvent> = published.into_iter().map(|p| p.event).collect();
+            return apply_all(conn, tracked, &events).await;
+        }
+        let newest = published.iter().map(|p| p.event.position).max().expect("not empty");
+        self.catch_up(conn, tracked, newest).await
     }
 
     /// Applies every event after each checkpoint up to `up_to` (a published position),
@@ -169,6 +168,15 @@ impl Projector {
     }
 }
 
+/// Whether the messages, in order, are the events right after every projection's checkpoint:
+/// each names the one before it as its predecessor, the first the checkpoint itself. Then they
+/// are applied as received; otherwise the gap (or the reordering) is read from Postgres.
+fn follows_every_checkpoint(published: &[PublishedEvent], tracked: &[Tracked]) -> bool {
+    let Some(first) = published.first() else { return false };
+    let chained = published.windows(2).all(|pair| pair[1].prev_position == pair[0].event.position);
+    chained && tracked.iter().all(|t| t.position == first.prev_position)
+}
+
 /// Applies `events` to every projection that has not seen them and moves their checkpoints,
 /// all in one transaction: one commit per batch, whatever the number of projections. A rebuild
 /// that moved a checkpoint under us fails it; the checkpoints are then reloaded and the
@@ -181,13 +189,15 @@ async fn apply_all(
     let last = events.last().expect("a batch is never empty").position;
     let result = async {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut moves = Vec::with_capacity(tracked.len());
         for t in tracked.iter() {
             let unapplied = events.partition_point(|e| e.position <= t.position);
             if unapplied < events.len() {
                 t.projection.apply_batch(&mut tx, &events[unapplied..]).await?;
-                advance(&mut tx, t.projection.name(), t.position, last).await?;
+                moves.push((t.projection.name(), t.position));
             }
         }
+        advance_all(&mut tx, &moves, last).await?;
         tx.commit().await?;
         Ok::<(), StoreError>(())
     }

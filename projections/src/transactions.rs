@@ -29,6 +29,9 @@ struct Line {
     reason: Option<String>,
     at: DateTime<Utc>,
     position: i64,
+    /// When and at which position the line last changed: where it was made, unless a change
+    /// of status in the same batch came after.
+    updated: (DateTime<Utc>, i64),
 }
 
 /// Where and when a line is written: the wallet, the event's time and position.
@@ -54,6 +57,7 @@ impl Line {
             reason: None,
             at: origin.at,
             position: origin.position,
+            updated: (origin.at, origin.position),
         }
     }
 }
@@ -77,15 +81,19 @@ async fn insert(conn: &mut PgConnection, lines: Vec<Line>) -> Result<(), StoreEr
         columns.reasons.push(line.reason);
         columns.at.push(line.at);
         columns.positions.push(line.position);
+        columns.updated_at.push(line.updated.0);
+        columns.last_positions.push(line.updated.1);
     }
     sqlx::query(
         "INSERT INTO rm_transactions (transaction_id, kind, wallet_id, currency, amount, status, reference, \
          destination, reversal_of, reason, created_at, updated_at, position, last_position) \
-         SELECT id, kind, wallet, currency, amount, status, reference, destination, reversal_of, reason, at, at, \
-                position, position \
+         SELECT id, kind, wallet, currency, amount, status, reference, destination, reversal_of, reason, at, \
+                updated_at, position, last_position \
          FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::numeric[], $6::text[], $7::text[], \
-                     $8::text[], $9::uuid[], $10::text[], $11::timestamptz[], $12::bigint[]) \
-              AS l(id, kind, wallet, currency, amount, status, reference, destination, reversal_of, reason, at, position)",
+                     $8::text[], $9::uuid[], $10::text[], $11::timestamptz[], $12::bigint[], $13::timestamptz[], \
+                     $14::bigint[]) \
+              AS l(id, kind, wallet, currency, amount, status, reference, destination, reversal_of, reason, at, \
+                   position, updated_at, last_position)",
     )
     .bind(columns.ids)
     .bind(columns.kinds)
@@ -99,6 +107,8 @@ async fn insert(conn: &mut PgConnection, lines: Vec<Line>) -> Result<(), StoreEr
     .bind(columns.reasons)
     .bind(columns.at)
     .bind(columns.positions)
+    .bind(columns.updated_at)
+    .bind(columns.last_positions)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -118,6 +128,8 @@ struct LineColumns {
     reasons: Vec<Option<String>>,
     at: Vec<DateTime<Utc>>,
     positions: Vec<i64>,
+    updated_at: Vec<DateTime<Utc>>,
+    last_positions: Vec<i64>,
 }
 
 /// What an event does to the history: new lines, or a change to existing ones.
@@ -303,41 +315,119 @@ fn purchase_effect(event: PurchaseEvent, at: DateTime<Utc>, position: i64) -> Ef
     }
 }
 
-/// Applies an effect that changes existing lines (inserts are batched by the caller).
-async fn change(conn: &mut PgConnection, effect: Effect) -> Result<(), StoreError> {
-    match effect {
-        Effect::Insert(lines) => insert(conn, lines).await,
-        Effect::Settle { transaction_id, status, reason, at, position, reference } => {
-            sqlx::query(
-                "UPDATE rm_transactions SET status = $2, reason = COALESCE($3, reason), updated_at = $4, \
-                 last_position = $5 WHERE transaction_id = $1",
-            )
-            .bind(transaction_id)
-            .bind(status)
-            .bind(reason)
-            .bind(at)
-            .bind(position)
-            .bind(reference)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-        Effect::Reverse { line, original } => {
-            let (reversal, at, position) = (line.transaction_id, line.at, line.position);
-            insert(conn, vec![line]).await?;
-            sqlx::query(
-                "UPDATE rm_transactions SET reversed_by = $2, updated_at = $3, last_position = $4 WHERE transaction_id = $1",
-            )
-            .bind(original)
-            .bind(reversal)
-            .bind(at)
-            .bind(position)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-        Effect::None => Ok(()),
+/// A change of status of every line of a transaction, as one `Effect::Settle` makes it.
+struct Settle {
+    transaction_id: Uuid,
+    status: &'static str,
+    reason: Option<String>,
+    at: DateTime<Utc>,
+    position: i64,
+    reference: Option<String>,
+}
+
+impl Settle {
+    /// Applies it to a line not written yet.
+    fn apply_to(&self, line: &mut Line) {
+        line.status = self.status;
+        line.reason = self.reason.clone().or(line.reason.take());
+        line.reference = self.reference.clone().or(line.reference.take());
+        line.updated = (self.at, self.position);
     }
+
+    /// This change followed by `later`, as one: what the two updates in turn leave.
+    fn then(self, later: Settle) -> Settle {
+        Settle { reason: later.reason.or(self.reason), reference: later.reference.or(self.reference), ..later }
+    }
+}
+
+/// A batch's effects as few statements: new lines gathered, status changes applied to the
+/// gathered lines they concern and kept for the lines already written (one `UPDATE` for
+/// them all). The result equals applying the events one by one: lines are inserted before
+/// the status changes that follow them, and a reversal, or a new line of a transaction with
+/// a change waiting, first writes what is gathered.
+#[derive(Default)]
+struct Gathered {
+    lines: Vec<Line>,
+    settles: Vec<Settle>,
+}
+
+impl Gathered {
+    /// Whether a new line belongs to a transaction whose status change is waiting: the change
+    /// came first and must not apply to it, so what is gathered is written before it.
+    fn must_write_before(&self, lines: &[Line]) -> bool {
+        lines.iter().any(|line| self.settles.iter().any(|s| s.transaction_id == line.transaction_id))
+    }
+
+    fn settle(&mut self, settle: Settle) {
+        for line in self.lines.iter_mut().filter(|line| line.transaction_id == settle.transaction_id) {
+            settle.apply_to(line);
+        }
+        match self.settles.iter().position(|s| s.transaction_id == settle.transaction_id) {
+            Some(index) => {
+                let earlier = self.settles.remove(index);
+                self.settles.push(earlier.then(settle));
+            }
+            None => self.settles.push(settle),
+        }
+    }
+
+    async fn write(&mut self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        insert(conn, std::mem::take(&mut self.lines)).await?;
+        update_statuses(conn, std::mem::take(&mut self.settles)).await
+    }
+}
+
+/// Applies the status changes to the lines already written, in one statement. The `= ANY($1)`
+/// lets the planner look the lines up by key: a generic plan estimates `UNNEST` at 10 rows and
+/// would otherwise hash-join them with a scan of the whole table, whose cost grows with the
+/// ledger's history (seen at 5.5 ms a batch with 12,000 lines).
+async fn update_statuses(conn: &mut PgConnection, settles: Vec<Settle>) -> Result<(), StoreError> {
+    if settles.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(settles.len());
+    let (mut statuses, mut reasons, mut at, mut positions, mut references) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for settle in settles {
+        ids.push(settle.transaction_id);
+        statuses.push(settle.status);
+        reasons.push(settle.reason);
+        at.push(settle.at);
+        positions.push(settle.position);
+        references.push(settle.reference);
+    }
+    sqlx::query(
+        "UPDATE rm_transactions t SET status = s.status, reason = COALESCE(s.reason, t.reason), \
+                reference = COALESCE(s.reference, t.reference), updated_at = s.at, last_position = s.position \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[]) \
+              AS s(transaction_id, status, reason, at, position, reference) \
+         WHERE t.transaction_id = s.transaction_id AND t.transaction_id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(reasons)
+    .bind(at)
+    .bind(positions)
+    .bind(references)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks `original` as reversed by the reversal `line` (written first).
+async fn reverse(conn: &mut PgConnection, line: Line, original: Uuid) -> Result<(), StoreError> {
+    let (reversal, at, position) = (line.transaction_id, line.at, line.position);
+    insert(conn, vec![line]).await?;
+    sqlx::query(
+        "UPDATE rm_transactions SET reversed_by = $2, updated_at = $3, last_position = $4 WHERE transaction_id = $1",
+    )
+    .bind(original)
+    .bind(reversal)
+    .bind(at)
+    .bind(position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -351,23 +441,29 @@ impl Projection for Transactions {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), StoreError> {
-        change(conn, effect_of(event)?).await
+        self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 
-    /// New lines are gathered and inserted together; before any change to existing lines
-    /// the gathered ones are written, so order is kept.
     async fn apply_batch(&self, conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), StoreError> {
-        let mut pending = Vec::new();
+        let mut gathered = Gathered::default();
         for event in events {
             match effect_of(event)? {
-                Effect::Insert(lines) => pending.extend(lines),
-                Effect::None => {}
-                other => {
-                    insert(conn, std::mem::take(&mut pending)).await?;
-                    change(conn, other).await?;
+                Effect::Insert(lines) => {
+                    if gathered.must_write_before(&lines) {
+                        gathered.write(conn).await?;
+                    }
+                    gathered.lines.extend(lines);
                 }
+                Effect::Settle { transaction_id, status, reason, at, position, reference } => {
+                    gathered.settle(Settle { transaction_id, status, reason, at, position, reference });
+                }
+                Effect::Reverse { line, original } => {
+                    gathered.write(conn).await?;
+                    reverse(conn, line, original).await?;
+                }
+                Effect::None => {}
             }
         }
-        insert(conn, pending).await
+        gathered.write(conn).await
     }
 }

@@ -74,7 +74,7 @@ impl Wallets {
                     frozen = COALESCE(c.frozen, w.frozen), updated_at = c.at, position = c.position \
              FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[], $4::boolean[], $5::timestamptz[], $6::bigint[]) \
                   AS c(wallet_id, balance, held_delta, frozen, at, position) \
-             WHERE w.wallet_id = c.wallet_id",
+             WHERE w.wallet_id = c.wallet_id AND w.wallet_id = ANY($1)",
         )
         .bind(columns.wallets)
         .bind(columns.balances)

@@ -58,6 +58,9 @@ pub struct Plan {
     pub concurrency: usize,
     pub duration: Duration,
     pub requests_max: u64,
+    /// Commands per second at most, all clients together: the n-th is sent no sooner than
+    /// n / rate seconds after the start.
+    pub rate: Option<f64>,
     /// Longest the benchmark follows one command after it was sent.
     pub completion_timeout: Duration,
     /// The wallet whose query's `Ledger-Position` the watcher reads, and a token that sees it.
@@ -119,6 +122,7 @@ pub async fn drive(api: &Api, plan: &Plan, workload: Workload) -> Samples {
             started,
             deadline: started + plan.duration,
             requests_max: plan.requests_max,
+            rate: plan.rate,
             completion_timeout: plan.completion_timeout,
         };
         clients.spawn(client.run());
@@ -173,6 +177,7 @@ struct Client {
     started: Instant,
     deadline: Instant,
     requests_max: u64,
+    rate: Option<f64>,
     completion_timeout: Duration,
 }
 
@@ -181,6 +186,9 @@ impl Client {
         loop {
             let Ok(permit) = self.outstanding.clone().acquire_owned().await else { return };
             let n = self.next.fetch_add(1, Ordering::Relaxed);
+            if let Some(rate) = self.rate {
+                tokio::time::sleep_until((self.started + Duration::from_secs_f64(n as f64 / rate)).into()).await;
+            }
             if Instant::now() >= self.deadline || n >= self.requests_max {
                 return;
             }

@@ -107,6 +107,11 @@ pub struct LoadArgs {
     /// Most commands a scenario sends.
     #[arg(long, default_value_t = 100_000)]
     pub requests_max: u64,
+    /// Commands per second to send at most, all clients together (0: as fast as the clients
+    /// get answers). For latency below the peak: run once to find the peak, then again at,
+    /// say, 80 % of it.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Wallets (users) that `deposits`, `transfers` and `purchases` spread over.
     #[arg(long, default_value_t = 1_000)]
     pub wallets: usize,
@@ -167,6 +172,9 @@ impl LoadArgs {
     fn validate(&self) -> anyhow::Result<()> {
         if self.concurrency == 0 || self.requests_max == 0 {
             bail!("--concurrency and --requests-max must be at least 1");
+        }
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            bail!("--rate must be a number of commands per second, 0 or more");
         }
         if !(self.duration_secs > 0.0 && self.duration_secs.is_finite()) {
             bail!("--duration-secs must be positive");
@@ -438,6 +446,7 @@ async fn measure(
         concurrency: args.concurrency,
         duration: Duration::from_secs_f64(args.duration_secs),
         requests_max: args.requests_max,
+        rate: (args.rate > 0.0).then_some(args.rate),
         completion_timeout: Duration::from_secs(args.completion_timeout_secs),
         probe_wallet: context.probe.wallet,
         probe_token: context.probe.token.clone(),

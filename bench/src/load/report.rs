@@ -57,6 +57,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub duration_secs: f64,
     pub requests_max: u64,
+    /// Commands per second at most (`None`: as fast as answers come).
+    pub rate: Option<f64>,
     pub wallets: usize,
     pub completion_timeout_secs: u64,
     pub baseline: bool,
@@ -71,6 +73,7 @@ impl Settings {
             concurrency: args.concurrency,
             duration_secs: args.duration_secs,
             requests_max: args.requests_max,
+            rate: (args.rate > 0.0).then_some(args.rate),
             wallets: args.wallets,
             completion_timeout_secs: args.completion_timeout_secs,
             baseline: args.baseline(),
@@ -159,6 +162,9 @@ impl LoadReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "\n## Load: {} against {}\n", self.started_at.format("%Y-%m-%d %H:%M UTC"), self.url);
+        if let Some(rate) = self.settings.rate {
+            let _ = writeln!(out, "Paced at {rate:.0} commands/s at most (`--rate`).\n");
+        }
         self.render_rates(&mut out);
         self.render_latencies(&mut out);
         self.render_baseline(&mut out);

@@ -1,6 +1,7 @@
 //! What a token holder's own wallet software does, for the dev walkthrough and tests: sign a
 //! link challenge (EIP-191), read a balance, bridge tokens back into a ledger wallet, retire
-//! tokens on the chain. The bridge itself never holds a holder's key.
+//! tokens on the chain. The bridge itself never holds a holder's key. And the one thing an
+//! operator does with the cold admin key that the bridge cannot: unpause the token.
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::DynProvider;
@@ -65,6 +66,14 @@ pub async fn retire(
     let provider = signing_provider(url, holder);
     let token = CarbonToken::new(token, &provider);
     confirmed(token.retire(units, cert_hash).send().await?).await
+}
+
+/// `unpause()` from the admin (cold) key: the token's pauser (the bridge) may pause it, only the
+/// admin may let it go again. Waits for the receipt.
+pub async fn unpause(url: Url, admin: PrivateKeySigner, token: Address) -> Result<B256, HolderError> {
+    let provider = signing_provider(url, admin);
+    let token = CarbonToken::new(token, &provider);
+    confirmed(token.unpause().send().await?).await
 }
 
 async fn confirmed(

@@ -683,8 +683,10 @@ async fn the_admins_pause_pauses_the_token_and_holds_mints_until_unpaused() {
     }
     assert_eq!(rig.withdrawal(id).await.0, "queued", "no mint while paused");
 
-    // Unpausing takes the admin key; the ledger's control follows.
-    mined(rig.c.token(&rig.c.admin).unpause().send().await).await;
+    // Unpausing takes the admin key (`ecoledger chain unpause`); the ledger's control follows.
+    let (url, token) = (rig.c.chain.rpc_url().clone(), rig.c.deployment.token);
+    chain_bridge::holder::unpause(url, rig.c.admin.clone(), token).await.expect("the admin unpauses");
+    assert!(!rig.c.token_view().paused().call().await.unwrap(), "the admin's unpause is on the chain");
     sqlx::query("UPDATE chain_controls SET paused = false").execute(rig.pool()).await.unwrap();
     rig.rounds_until(&mut sender, id, "final").await;
     assert_minted_once(&rig, id, 1_000).await;

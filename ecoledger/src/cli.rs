@@ -68,6 +68,9 @@ pub enum ChainCommand {
     BridgeIn(crate::holder_cli::BridgeInArgs),
     /// A token holder's tool: retire tokens on the chain (`retire`).
     Retire(crate::holder_cli::RetireArgs),
+    /// The operator's tool: unpause the token with the admin (cold) key from
+    /// ECOLEDGER_ETH_ADMIN_KEY, after `POST /api/v1/chain/unpause`.
+    Unpause(crate::holder_cli::UnpauseArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +238,7 @@ impl Cli {
             Command::Chain(ChainCommand::Balance(args)) => crate::holder_cli::balance(args).await,
             Command::Chain(ChainCommand::BridgeIn(args)) => crate::holder_cli::bridge_in(args).await,
             Command::Chain(ChainCommand::Retire(args)) => crate::holder_cli::retire(args).await,
+            Command::Chain(ChainCommand::Unpause(args)) => crate::holder_cli::unpause(args).await,
         }
     }
 }

@@ -79,29 +79,45 @@ pub struct RetireArgs {
     pub cert_hash: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct UnpauseArgs {
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub chain: ChainSettings,
+    /// The contracts' admin (cold) key, hex. DEV ONLY: on the dev chain it is anvil's account 1
+    /// (chain_bridge's `DEV_ADMIN_KEY`).
+    #[arg(long, env = "ECOLEDGER_ETH_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Secret,
+}
+
 /// Reads a message on stdin (a challenge as `GET /api/v1/chain/challenge` answers it, or the
-/// bare message) and prints `{"address", "signature"}`, the body `POST /api/v1/chain/addresses`
-/// takes.
+/// bare message) and prints `{"address", "signature"}` (and the challenge's `nonce`), the body
+/// `POST /api/v1/chain/addresses` takes.
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let signer = args.key.signer()?;
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).context("Failed to read the message on stdin")?;
-    let message = challenge_message(&input);
+    let (message, nonce) = challenge_message(&input);
     let signature = holder::sign_message(&signer, &message)?;
-    let body = serde_json::json!({"address": signer.address().to_string().to_lowercase(), "signature": signature});
+    let mut body = serde_json::json!({"address": signer.address().to_string().to_lowercase(), "signature": signature});
+    if let Some(nonce) = nonce {
+        body["nonce"] = serde_json::Value::String(nonce);
+    }
     println!("{body}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The message of a challenge: its `message` field when the input is the challenge's JSON,
-/// else the input itself.
-fn challenge_message(input: &str) -> String {
+/// The message of a challenge and its nonce: its `message` and `nonce` fields when the input
+/// is the challenge's JSON, else the input itself.
+fn challenge_message(input: &str) -> (String, Option<String>) {
+    let text = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_str).map(str::to_string);
     match serde_json::from_str::<serde_json::Value>(input) {
-        Ok(serde_json::Value::Object(fields)) => match fields.get("message") {
-            Some(serde_json::Value::String(message)) => message.clone(),
-            _ => input.to_string(),
+        Ok(serde_json::Value::Object(fields)) => match text(fields.get("message")) {
+            Some(message) => (message, text(fields.get("nonce"))),
+            None => (input.to_string(), None),
         },
-        _ => input.to_string(),
+        _ => (input.to_string(), None),
     }
 }
 
@@ -129,6 +145,16 @@ pub async fn retire(args: RetireArgs) -> anyhow::Result<ExitCode> {
     let cert_hash = args.cert_hash.trim().parse().map_err(|_| anyhow::anyhow!("--cert-hash is not 32 bytes of hex"))?;
     let tx = holder::retire(chain.url, args.key.signer()?, chain.contracts.carbon_token, units, cert_hash).await?;
     println!("retired {} CARBON on the chain in transaction {tx}", args.amount);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The operator's cold-key step after `POST /api/v1/chain/unpause`: the bridge may pause the
+/// token, only the admin key unpauses it.
+pub async fn unpause(args: UnpauseArgs) -> anyhow::Result<ExitCode> {
+    let chain = connect(&args.store, &args.chain).await?;
+    let admin = parse_key(Some(&args.admin_key), "ECOLEDGER_ETH_ADMIN_KEY")?.context("set ECOLEDGER_ETH_ADMIN_KEY")?;
+    let tx = holder::unpause(chain.url, admin, chain.contracts.carbon_token).await?;
+    println!("unpaused the token {} in transaction {tx}", chain.contracts.carbon_token);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -164,7 +190,10 @@ mod tests {
 
     #[test]
     fn a_challenge_json_is_signed_by_its_message() {
-        assert_eq!(challenge_message(r#"{"message":"hello","nonce":"n"}"#), "hello");
-        assert_eq!(challenge_message("plain text"), "plain text");
+        assert_eq!(
+            challenge_message(r#"{"message":"hello","nonce":"n"}"#),
+            ("hello".to_string(), Some("n".to_string()))
+        );
+        assert_eq!(challenge_message("plain text"), ("plain text".to_string(), None));
     }
 }

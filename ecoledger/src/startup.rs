@@ -190,6 +190,11 @@ impl ChainInfoSource for BridgeInfo {
         })
     }
 
+    fn head_block(&self) -> futures::future::BoxFuture<'_, Result<u64, String>> {
+        use alloy::providers::Provider;
+        Box::pin(async move { self.0.provider().get_block_number().await.map_err(|error| error.to_string()) })
+    }
+
     fn chain_reconciliation(
         &self,
     ) -> futures::future::BoxFuture<'_, Result<command_api::routes::chain_reconciliation::ChainReconciliation, String>>

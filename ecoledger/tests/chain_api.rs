@@ -73,6 +73,35 @@ async fn an_address_links_once_to_its_holder_and_foreign_replayed_expired_or_tak
 }
 
 #[tokio::test]
+async fn without_a_nonce_the_challenge_that_was_signed_links_even_beside_a_newer_one_of_the_same_second() {
+    let app = TestApp::spawn().await;
+    configure_chain(&app).await;
+    let alice = app.register("alice").await;
+    let key = PrivateKeySigner::random();
+    let (first, second) = (challenge(&app, &alice).await, challenge(&app, &alice).await);
+    // Signed: the one a tie on the time would not pick first (the larger nonce).
+    let signed = if first["nonce"].as_str() > second["nonce"].as_str() { first } else { second };
+    // Two quick requests fall in one second (issued_at is kept to the second): made so here.
+    sqlx::query(
+        "UPDATE chain_link_challenges SET issued_at = (SELECT max(issued_at) FROM chain_link_challenges \
+         WHERE user_id = $1) WHERE user_id = $1",
+    )
+    .bind(alice.id)
+    .execute(&app.db.pool)
+    .await
+    .expect("same second");
+    let address = key.address().to_string();
+    let signature = sign(&key, signed["message"].as_str().unwrap()).await;
+    let body = json!({"address": address, "signature": signature});
+    let linked = app.post("/api/v1/chain/addresses", &alice.token, body).await;
+    assert_eq!(linked.status, StatusCode::CREATED, "{:?}", linked.body);
+    let unsigned = sign(&key, "a message no challenge holds").await;
+    let reply =
+        app.post("/api/v1/chain/addresses", &alice.token, json!({"address": address, "signature": unsigned})).await;
+    assert_eq!(reply.code(), "signature_mismatch", "{:?}", reply.body);
+}
+
+#[tokio::test]
 async fn withdrawals_to_the_chain_queue_at_once_and_every_rule_refuses_up_front() {
     let options = SpawnOptions { chain_withdrawal_daily_limits: ("10.000", "15.000"), ..SpawnOptions::default() };
     let app = TestApp::spawn_with(options).await;

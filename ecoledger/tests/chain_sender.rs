@@ -105,6 +105,9 @@ async fn a_withdrawal_and_a_retirement_over_the_api_reach_the_chain() {
     let token = CarbonToken::new(app.bridge().identity().identity.contracts.carbon_token, app.bridge().provider());
     assert_eq!(token.balanceOf(holder.address()).call().await.unwrap(), U256::from(1_500));
     assert!(view["chain"]["tx_hash"].as_str().is_some_and(|h| h.len() == 66), "{view}");
+    assert_eq!(reply.body["transaction_id"], reply.body["id"], "the 202 names the history line");
+    let confirmations = view["chain"]["confirmations"].as_i64().expect("confirmations of a final mint");
+    assert!(confirmations >= 2, "final on the dev chain takes 2 confirmations: {view}");
 
     let request = json!({"wallet_id": wallet, "amount": "2.000", "beneficiary": "Acme GmbH",
                          "reason": "Business travel 2025", "consumption_period": "2025", "country": "DE"});

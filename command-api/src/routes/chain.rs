@@ -21,6 +21,11 @@ pub trait ChainInfoSource: Send + Sync {
     /// chain did not answer (logged, never shown to the caller).
     fn chain_info(&self) -> BoxFuture<'_, Result<ChainInfo, String>>;
 
+    /// The chain's latest block number; `Err` carries why the chain did not answer.
+    fn head_block(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async { Err("this chain source reads no head".to_string()) })
+    }
+
     /// Reconciles the token's supply with the ledger's `chain` account now
     /// (`GET /api/v1/reports/chain-reconciliation`); `Err` carries why it could not.
     fn chain_reconciliation(

@@ -31,6 +31,9 @@ const CHALLENGE_TTL_SECS: i64 = 300;
 /// Open (unexpired, unused) challenges one user may hold: enough for a few tabs, bounded so a
 /// client in a loop cannot fill the table.
 const CHALLENGES_OPEN_PER_USER_MAX: i64 = 20;
+/// A link without a nonce looks for the signed challenge among this many of the user's latest
+/// (as many as may be open at once).
+const RECENT_CHALLENGES_MAX: i64 = CHALLENGES_OPEN_PER_USER_MAX;
 /// Cooldown of a newly linked address on a real network when none is configured: a stolen
 /// session cannot link an address and withdraw to it at once.
 const ADDRESS_COOLDOWN_DEFAULT_SECS: i64 = 86_400;
@@ -251,7 +254,9 @@ async fn link(
 ) -> Result<event_store::Committed, ApiError> {
     let now = uow.context().at;
     let chain = chain_identity(uow.connection().await?).await?;
-    let challenge = locked_challenge(&mut uow, user_id, nonce).await?;
+    let signed_by_address =
+        |message: &str| signature.recover_address_from_msg(message.as_bytes()).ok() == Some(address);
+    let challenge = locked_challenge(&mut uow, user_id, nonce, signed_by_address).await?;
     challenge.check(user_id, now)?;
     let signer = signature
         .recover_address_from_msg(challenge.message.as_bytes())
@@ -331,8 +336,16 @@ impl Challenge {
 
 /// Links of one user run one at a time (a transaction-scoped advisory lock: a row lock would
 /// be a write before the events, which the event store refuses), so a challenge read here
-/// cannot be consumed by a concurrent link before this one commits.
-async fn locked_challenge(uow: &mut UnitOfWork, user_id: Uuid, nonce: Option<&str>) -> Result<Challenge, ApiError> {
+/// cannot be consumed by a concurrent link before this one commits. Without a nonce: the most
+/// recent of the user's last challenges that `signed` accepts (the one the signature is for,
+/// even when two were issued in the same second), else the most recent one, whose checks
+/// then name what is wrong.
+async fn locked_challenge(
+    uow: &mut UnitOfWork,
+    user_id: Uuid,
+    nonce: Option<&str>,
+    signed: impl Fn(&str) -> bool,
+) -> Result<Challenge, ApiError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('chain_link:' || $1::text, 0))")
         .bind(user_id)
         .execute(uow.connection().await?)
@@ -345,10 +358,15 @@ async fn locked_challenge(uow: &mut UnitOfWork, user_id: Uuid, nonce: Option<&st
                 .await?
         }
         None => {
-            sqlx::query("SELECT * FROM chain_link_challenges WHERE user_id = $1 ORDER BY issued_at DESC, nonce LIMIT 1")
-                .bind(user_id)
-                .fetch_optional(uow.connection().await?)
-                .await?
+            let recent = sqlx::query(
+                "SELECT * FROM chain_link_challenges WHERE user_id = $1 ORDER BY issued_at DESC, nonce LIMIT $2",
+            )
+            .bind(user_id)
+            .bind(RECENT_CHALLENGES_MAX)
+            .fetch_all(uow.connection().await?)
+            .await?;
+            let signed_one = recent.iter().position(|row| signed(row.get::<&str, _>("message")));
+            recent.into_iter().nth(signed_one.unwrap_or(0))
         }
     };
     let row = row.ok_or_else(|| ApiError::unprocessable("challenge_not_found", "no such challenge: ask for one"))?;

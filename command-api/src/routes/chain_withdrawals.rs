@@ -117,6 +117,7 @@ async fn withdraw(
     let body = json!({
         "id": withdrawal_id,
         "status": "pending",
+        "transaction_id": withdrawal_id,
         "wallet_id": wallet_id,
         "amount": Currency::Carbon.format(amount.value()),
         "address": address,
@@ -125,7 +126,8 @@ async fn withdraw(
 }
 
 async fn check_not_paused(uow: &mut UnitOfWork) -> Result<(), ApiError> {
-    let paused: bool = sqlx::query_scalar("SELECT paused FROM chain_controls").fetch_one(uow.connection().await?).await?;
+    let paused: bool =
+        sqlx::query_scalar("SELECT paused FROM chain_controls").fetch_one(uow.connection().await?).await?;
     if paused {
         return Err(ApiError::conflict("bridge_paused", "withdrawals to the chain are paused by an admin"));
     }
@@ -161,7 +163,10 @@ async fn check_daily_limits(
     user_id: Uuid,
     amount: Decimal,
 ) -> Result<(), ApiError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WITHDRAWAL_LIMITS_LOCK).execute(uow.connection().await?).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WITHDRAWAL_LIMITS_LOCK)
+        .execute(uow.connection().await?)
+        .await?;
     let since = uow.context().at - chrono::Duration::hours(DAILY_LIMIT_WINDOW_HOURS);
     let (user_total, global_total): (Decimal, Decimal) = sqlx::query_as(
         "SELECT COALESCE(sum(amount) FILTER (WHERE user_id = $1), 0), COALESCE(sum(amount), 0) \
@@ -212,8 +217,9 @@ pub struct ChainMintView {
     pub tx_hash: Option<String>,
     pub nonce: Option<i64>,
     pub block_number: Option<i64>,
-    /// Always `null` here: the API reads no chain node (the bridge's `final` state says the
-    /// mint counts).
+    /// Blocks from the mint's block to the chain's head, both counted, as the chain answers
+    /// now; `null` before the mint is mined, or when this server reaches no chain node (the
+    /// bridge's `final` state says the mint counts).
     pub confirmations: Option<i64>,
     pub cancel_requested_at: Option<DateTime<Utc>>,
 }
@@ -243,6 +249,7 @@ pub async fn chain_withdrawals_get(
         return Err(withdrawal_not_found());
     }
     let hex_of = |column: &str| row.get::<Option<Vec<u8>>, _>(column).map(|bytes| format!("0x{}", hex::encode(bytes)));
+    let block_number = row.get::<Option<i64>, _>("chain_block_number").or_else(|| row.get("block_number"));
     let view = ChainWithdrawalView {
         id,
         wallet_id: row.get("wallet_id"),
@@ -258,12 +265,24 @@ pub async fn chain_withdrawals_get(
             state: row.get("chain_state"),
             tx_hash: hex_of("chain_tx_hash").or_else(|| row.get("tx_hash")),
             nonce: row.get("nonce"),
-            block_number: row.get::<Option<i64>, _>("chain_block_number").or_else(|| row.get("block_number")),
-            confirmations: None,
+            block_number,
+            confirmations: confirmations(&state, block_number).await,
             cancel_requested_at: row.get("cancel_requested_at"),
         },
     };
     Ok(with_position(position, axum::Json(view)))
+}
+
+/// Blocks from `block_number` to the chain's head, both counted, if this server reaches a node.
+async fn confirmations(state: &AppState, block_number: Option<i64>) -> Option<i64> {
+    let (source, block) = (state.chain.as_ref()?, block_number?);
+    match source.head_block().await {
+        Ok(head) => Some((head as i64 - block + 1).max(0)),
+        Err(error) => {
+            tracing::debug!(%error, "no chain head for a withdrawal's confirmations");
+            None
+        }
+    }
 }
 
 fn withdrawal_not_found() -> ApiError {

@@ -358,10 +358,11 @@ async fn load_snapshot<A: Snapshotted>(
     Ok(Some(Loaded { aggregate, sequence, head_hash: row.get(1), snapshot_sequence: sequence }))
 }
 
-/// Turns a stored event into the aggregate's event type, upcasting older versions.
+/// Turns a stored event into the aggregate's event type, upcasting older versions. A current
+/// payload is read in place, never copied (projections decode every event several times).
 pub fn decode_event<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, StoreError> {
     let payload = crate::upcast::upcast(recorded)?;
-    serde_json::from_value(payload).map_err(|error| {
+    serde::Deserialize::deserialize(payload.as_ref()).map_err(|error: serde_json::Error| {
         StoreError::corrupt(format!(
             "{} {} v{} at position {}: {error}",
             recorded.aggregate_type, recorded.event_type, recorded.event_version, recorded.position

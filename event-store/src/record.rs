@@ -1,6 +1,8 @@
 //! Recorded events: the canonical envelope every event is stored, hashed and published as.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +24,55 @@ pub struct RecordedEvent {
     pub event_version: String,
     pub payload: Value,
     pub metadata: BTreeMap<String, String>,
+    /// What readers worked out from the fields above, kept for the next reader of the same
+    /// event. Not part of the event: never stored, serialised or compared.
+    #[serde(skip)]
+    pub memo: Memo,
+}
+
+/// Work done once per recorded event instead of once per reader: every projection decodes the
+/// events of a batch and reads their time, and a decode (a walk of the JSON tree with field
+/// name matching, decimal and UUID parsing) costs many times the clone of its result. Only
+/// valid while the event's fields do not change, which they do not once it is read.
+#[derive(Default)]
+pub struct Memo {
+    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    occurred_at: OnceLock<Option<chrono::DateTime<chrono::Utc>>>,
+}
+
+impl Memo {
+    /// The value `decode` gives, computed at the first call for this event; `T` is the
+    /// aggregate's event type, one per event.
+    pub fn decoded<T, E>(&self, decode: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    where
+        T: Any + Clone + Send + Sync,
+    {
+        if let Some(decoded) = self.decoded.get().and_then(|decoded| decoded.downcast_ref::<T>()) {
+            return Ok(decoded.clone());
+        }
+        let decoded = decode()?;
+        let _ = self.decoded.set(Box::new(decoded.clone()));
+        Ok(decoded)
+    }
+}
+
+/// A copy of an event starts with nothing worked out (what a memo holds is not `Clone`).
+impl Clone for Memo {
+    fn clone(&self) -> Memo {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Memo")
+    }
 }
 
 impl RecordedEvent {
@@ -66,13 +117,16 @@ impl RecordedEvent {
             event_version: envelope.event_version,
             payload: envelope.payload,
             metadata: envelope.metadata,
+            memo: Memo::default(),
         })
     }
 
     /// When the command that produced this event ran (UTC), from its metadata.
     pub fn occurred_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let text = self.metadata.get(crate::metadata::TIMESTAMP)?;
-        chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+        *self.memo.occurred_at.get_or_init(|| {
+            let text = self.metadata.get(crate::metadata::TIMESTAMP)?;
+            chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.to_utc())
+        })
     }
 }
 
@@ -98,4 +152,34 @@ pub fn global_hash(prev_global: &[u8], event_hash: &[u8]) -> [u8; 32] {
 pub struct PublishedEvent {
     pub prev_position: i64,
     pub event: RecordedEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_memo_decodes_once_and_a_copy_starts_with_nothing() {
+        let memo = Memo::default();
+        let decodes = Cell::new(0);
+        let decode = || {
+            decodes.set(decodes.get() + 1);
+            Ok::<_, ()>(decodes.get().to_string())
+        };
+
+        assert_eq!(memo.decoded(decode), Ok("1".to_string()));
+        assert_eq!(memo.decoded(decode), Ok("1".to_string()));
+        assert_eq!(memo.clone().decoded(decode), Ok("2".to_string()));
+        assert_eq!(decodes.get(), 2);
+    }
+
+    #[test]
+    fn a_failed_decode_is_not_kept() {
+        let memo = Memo::default();
+
+        assert_eq!(memo.decoded(|| Err::<String, _>("corrupt")), Err("corrupt"));
+        assert_eq!(memo.decoded(|| Ok::<_, &str>("fixed".to_string())), Ok("fixed".to_string()));
+    }
 }

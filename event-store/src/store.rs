@@ -358,8 +358,17 @@ async fn load_snapshot<A: Snapshotted>(
     Ok(Some(Loaded { aggregate, sequence, head_hash: row.get(1), snapshot_sequence: sequence }))
 }
 
+/// [`decode_event`], done once per recorded event however many readers ask (the projections
+/// of a batch each decode its events): later calls clone the first one's result.
+pub fn decode_event_shared<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, StoreError>
+where
+    A::Event: 'static,
+{
+    recorded.memo.decoded(|| decode_event::<A>(recorded))
+}
+
 /// Turns a stored event into the aggregate's event type, upcasting older versions. A current
-/// payload is read in place, never copied (projections decode every event several times).
+/// payload is read in place, never copied.
 pub fn decode_event<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, StoreError> {
     let payload = crate::upcast::upcast(recorded)?;
     serde::Deserialize::deserialize(payload.as_ref()).map_err(|error: serde_json::Error| {

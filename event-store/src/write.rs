@@ -181,6 +181,7 @@ fn chain_events(units: &[&UnitWrite], positions: &[i64]) -> Result<(EventRows, V
                 event_version: event.event_version.clone(),
                 payload: event.payload.clone(),
                 metadata: unit.metadata.clone(),
+                memo: Default::default(),
             };
             let canonical = recorded.canonical().map_err(StoreError::corrupt)?;
             let hash = chain_hash(&prev_hash, &canonical);

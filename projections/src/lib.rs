@@ -86,7 +86,7 @@ pub(crate) fn wallet_event(event: &RecordedEvent) -> Result<Option<domain::walle
     if event.aggregate_type != <domain::wallet::Wallet as cqrs_es::Aggregate>::TYPE {
         return Ok(None);
     }
-    event_store::store::decode_event::<domain::wallet::Wallet>(event).map(Some)
+    event_store::store::decode_event_shared::<domain::wallet::Wallet>(event).map(Some)
 }
 
 /// Decodes a transfer event, or `None` for other aggregates.
@@ -94,7 +94,7 @@ pub(crate) fn transfer_event(event: &RecordedEvent) -> Result<Option<domain::tra
     if event.aggregate_type != <domain::transfer::Transfer as cqrs_es::Aggregate>::TYPE {
         return Ok(None);
     }
-    event_store::store::decode_event::<domain::transfer::Transfer>(event).map(Some)
+    event_store::store::decode_event_shared::<domain::transfer::Transfer>(event).map(Some)
 }
 
 /// Decodes a listing event, or `None` for other aggregates.
@@ -102,7 +102,7 @@ pub(crate) fn listing_event(event: &RecordedEvent) -> Result<Option<domain::list
     if event.aggregate_type != <domain::listing::Listing as cqrs_es::Aggregate>::TYPE {
         return Ok(None);
     }
-    event_store::store::decode_event::<domain::listing::Listing>(event).map(Some)
+    event_store::store::decode_event_shared::<domain::listing::Listing>(event).map(Some)
 }
 
 /// Decodes a purchase event, or `None` for other aggregates.
@@ -110,7 +110,7 @@ pub(crate) fn purchase_event(event: &RecordedEvent) -> Result<Option<domain::pur
     if event.aggregate_type != <domain::purchase::Purchase as cqrs_es::Aggregate>::TYPE {
         return Ok(None);
     }
-    event_store::store::decode_event::<domain::purchase::Purchase>(event).map(Some)
+    event_store::store::decode_event_shared::<domain::purchase::Purchase>(event).map(Some)
 }
 
 /// Decodes a chain movement event (a movement between system accounts), or `None` for other
@@ -121,7 +121,7 @@ pub(crate) fn chain_movement_event(
     if event.aggregate_type != <domain::chain::ChainMovement as cqrs_es::Aggregate>::TYPE {
         return Ok(None);
     }
-    event_store::store::decode_event::<domain::chain::ChainMovement>(event).map(Some)
+    event_store::store::decode_event_shared::<domain::chain::ChainMovement>(event).map(Some)
 }
 
 /// Every posting an event records: a wallet's, or a chain movement's (both sides system
@@ -139,7 +139,7 @@ pub(crate) fn user_event(event: &RecordedEvent) -> Result<Option<domain::user::U
     if event.aggregate_type != <domain::user::User as cqrs_es::Aggregate>::TYPE {
         return Ok(None);
     }
-    event_store::store::decode_event::<domain::user::User>(event).map(Some)
+    event_store::store::decode_event_shared::<domain::user::User>(event).map(Some)
 }
 
 /// The time an event happened, from its metadata: projections never read the clock.

@@ -50,7 +50,7 @@ impl Projection for Prices {
             return Ok(());
         }
         let PriceFeedEvent::PriceObserved { base, quote, index, price, source, observed_at, received_at } =
-            event_store::store::decode_event::<PriceFeed>(event)?;
+            event_store::store::decode_event_shared::<PriceFeed>(event)?;
         // The aggregate refuses a source's newest observation twice but forgets older ones:
         // a repeat of an older observation keeps the first row.
         sqlx::query(

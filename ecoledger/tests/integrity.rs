@@ -520,6 +520,28 @@ async fn a_replay_into_a_new_schema_reproduces_every_live_read_model_row_for_row
     assert_eq!(report.position, live);
     assert_eq!(report.events as i64, app.event_count().await);
     assert_tables_equal_to_live(&app.db.pool, "replay_check").await;
+    assert_eq!(
+        index_columns(&app.db.pool, "replay_check").await,
+        index_columns(&app.db.pool, "public").await,
+        "the replay builds the indexes it deferred"
+    );
+}
+
+/// Every index of the read-model tables in `schema`, as (table, unique, key columns; none for
+/// an expression), sorted; not by name, which differs between a replay's copies and the live
+/// tables.
+async fn index_columns(pool: &sqlx::PgPool, schema: &str) -> Vec<(String, bool, Option<String>)> {
+    sqlx::query_as(
+        "SELECT t.relname::text, i.indisunique, \
+                (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) \
+                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum) \
+         FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = $1 AND t.relname LIKE 'rm\\_%' ORDER BY 1, 2, 3",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .expect("indexes")
 }
 
 #[tokio::test]

@@ -207,8 +207,8 @@ async fn drop_secondary_indexes(conn: &mut PgConnection, schema: &str) -> Result
     Ok(definitions)
 }
 
-/// Memory each deferred index build may sort in; Postgres's default (64 MB) spills a
-/// million-row index to disk.
+/// Memory each deferred index build may sort in: Postgres's default, 64 MB, is less than the
+/// sort of a million postings' account-and-position keys takes.
 const INDEX_BUILD_MEMORY: &str = "256MB";
 
 async fn build_indexes(conn: &mut PgConnection, definitions: &[String]) -> Result<(), StoreError> {

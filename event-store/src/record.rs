@@ -27,7 +27,7 @@ pub struct RecordedEvent {
     /// What readers worked out from the fields above, kept for the next reader of the same
     /// event. Not part of the event: never stored, serialised or compared.
     #[serde(skip)]
-    pub memo: Memo,
+    pub(crate) memo: Memo,
 }
 
 /// Work done once per recorded event instead of once per reader: every projection decodes the
@@ -43,7 +43,7 @@ pub struct Memo {
 impl Memo {
     /// The value `decode` gives, computed at the first call for this event; `T` is the
     /// aggregate's event type, one per event.
-    pub fn decoded<T, E>(&self, decode: impl FnOnce() -> Result<T, E>) -> Result<T, E>
+    pub(crate) fn decoded<T, E>(&self, decode: impl FnOnce() -> Result<T, E>) -> Result<T, E>
     where
         T: Any + Clone + Send + Sync,
     {

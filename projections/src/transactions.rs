@@ -135,15 +135,7 @@ struct LineColumns {
 /// What an event does to the history: new lines, or a change to existing ones.
 enum Effect {
     Insert(Vec<Line>),
-    Settle {
-        transaction_id: Uuid,
-        status: &'static str,
-        reason: Option<String>,
-        at: DateTime<Utc>,
-        position: i64,
-        /// Set when settling reveals the reference (a mint's transaction hash).
-        reference: Option<String>,
-    },
+    Settle(Settle),
     /// A reversal line, and the original marked as reversed by it.
     Reverse {
         line: Line,
@@ -160,22 +152,12 @@ fn effect_of(event: &RecordedEvent) -> Result<Effect, StoreError> {
         let (at, position) = (occurred_at(event)?, event.position);
         return Ok(match transfer {
             TransferEvent::TransferInitiated(_) => Effect::None,
-            TransferEvent::TransferCompleted(parties) => Effect::Settle {
-                transaction_id: parties.transfer_id,
-                status: "completed",
-                reason: None,
-                at,
-                position,
-                reference: None,
-            },
-            TransferEvent::TransferFailed { parties, reason } => Effect::Settle {
-                transaction_id: parties.transfer_id,
-                status: "failed",
-                reason: Some(reason),
-                at,
-                position,
-                reference: None,
-            },
+            TransferEvent::TransferCompleted(parties) => {
+                Effect::Settle(Settle::completed(parties.transfer_id, at, position))
+            }
+            TransferEvent::TransferFailed { parties, reason } => {
+                Effect::Settle(Settle::failed(parties.transfer_id, reason, at, position))
+            }
         });
     }
     let Some(wallet_event) = wallet_event(event)? else { return Ok(Effect::None) };
@@ -195,22 +177,12 @@ fn wallet_effect(event: WalletEvent, origin: Origin) -> Effect {
             let line = Line { status: "pending", reference: Some(reference), destination: Some(destination), ..line };
             Effect::Insert(vec![line])
         }
-        WalletEvent::WithdrawalCompleted { withdrawal_id, .. } => Effect::Settle {
-            transaction_id: withdrawal_id,
-            status: "completed",
-            reason: None,
-            at,
-            position,
-            reference: None,
-        },
-        WalletEvent::WithdrawalFailed { withdrawal_id, reason, .. } => Effect::Settle {
-            transaction_id: withdrawal_id,
-            status: "failed",
-            reason: Some(reason),
-            at,
-            position,
-            reference: None,
-        },
+        WalletEvent::WithdrawalCompleted { withdrawal_id, .. } => {
+            Effect::Settle(Settle::completed(withdrawal_id, at, position))
+        }
+        WalletEvent::WithdrawalFailed { withdrawal_id, reason, .. } => {
+            Effect::Settle(Settle::failed(withdrawal_id, reason, at, position))
+        }
         WalletEvent::TransactionReversed { reversal_id, original_transaction_id, currency, amount, reason, .. } => {
             let line = Line::new(reversal_id, "reversal", currency, &amount, origin);
             let line = Line { reversal_of: Some(original_transaction_id), reason: Some(reason), ..line };
@@ -254,23 +226,11 @@ fn chain_effect(event: WalletEvent, origin: Origin) -> Effect {
         }
         WalletEvent::ChainWithdrawalMinted { withdrawal_id, tx_hash, .. } => {
             // The mint's transaction hash is the line's reference once known.
-            Effect::Settle {
-                transaction_id: withdrawal_id,
-                status: "completed",
-                reason: None,
-                at,
-                position,
-                reference: Some(tx_hash),
-            }
+            Effect::Settle(Settle { reference: Some(tx_hash), ..Settle::completed(withdrawal_id, at, position) })
         }
-        WalletEvent::ChainWithdrawalReturned { withdrawal_id, reason, .. } => Effect::Settle {
-            transaction_id: withdrawal_id,
-            status: "failed",
-            reason: Some(reason),
-            at,
-            position,
-            reference: None,
-        },
+        WalletEvent::ChainWithdrawalReturned { withdrawal_id, reason, .. } => {
+            Effect::Settle(Settle::failed(withdrawal_id, reason, at, position))
+        }
         WalletEvent::ChainDeposited { deposit_id, currency, amount, tx_hash, .. } => {
             let line = Line::new(deposit_id, "chain_deposit", currency, &amount, origin);
             Effect::Insert(vec![Line { reference: Some(tx_hash), ..line }])
@@ -296,36 +256,33 @@ fn purchase_effect(event: PurchaseEvent, at: DateTime<Utc>, position: i64) -> Ef
                 Line { status: "pending", ..Line::new(id, "sale", terms.currency, &terms.subtotal, seller) },
             ])
         }
-        PurchaseEvent::PurchaseCompleted(terms) => Effect::Settle {
-            transaction_id: terms.purchase_id,
-            status: "completed",
-            reason: None,
-            at,
-            position,
-            reference: None,
-        },
-        PurchaseEvent::PurchaseFailed { terms, reason } => Effect::Settle {
-            transaction_id: terms.purchase_id,
-            status: "failed",
-            reason: Some(reason),
-            at,
-            position,
-            reference: None,
-        },
+        PurchaseEvent::PurchaseCompleted(terms) => Effect::Settle(Settle::completed(terms.purchase_id, at, position)),
+        PurchaseEvent::PurchaseFailed { terms, reason } => {
+            Effect::Settle(Settle::failed(terms.purchase_id, reason, at, position))
+        }
     }
 }
 
-/// A change of status of every line of a transaction, as one `Effect::Settle` makes it.
+/// A change of status of every line of a transaction.
 struct Settle {
     transaction_id: Uuid,
     status: &'static str,
     reason: Option<String>,
     at: DateTime<Utc>,
     position: i64,
+    /// Set when settling reveals the reference (a mint's transaction hash).
     reference: Option<String>,
 }
 
 impl Settle {
+    fn completed(transaction_id: Uuid, at: DateTime<Utc>, position: i64) -> Settle {
+        Settle { transaction_id, status: "completed", reason: None, at, position, reference: None }
+    }
+
+    fn failed(transaction_id: Uuid, reason: String, at: DateTime<Utc>, position: i64) -> Settle {
+        Settle { reason: Some(reason), status: "failed", ..Settle::completed(transaction_id, at, position) }
+    }
+
     /// Applies it to a line not written yet.
     fn apply_to(&self, line: &mut Line) {
         line.status = self.status;
@@ -454,9 +411,7 @@ impl Projection for Transactions {
                     }
                     gathered.lines.extend(lines);
                 }
-                Effect::Settle { transaction_id, status, reason, at, position, reference } => {
-                    gathered.settle(Settle { transaction_id, status, reason, at, position, reference });
-                }
+                Effect::Settle(settle) => gathered.settle(settle),
                 Effect::Reverse { line, original } => {
                     gathered.write(conn).await?;
                     reverse(conn, line, original).await?;

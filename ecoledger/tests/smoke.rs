@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 
 use common::TestApp;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 #[tokio::test]
 async fn a_registered_user_is_projected_with_four_empty_wallets() {
@@ -34,31 +34,12 @@ async fn the_databases_ledger_scale_agrees_with_the_domains_currency_scales() {
 #[tokio::test]
 async fn logs_written_to_a_pipe_carry_no_terminal_colour_codes() {
     let db = common::TestDb::create().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("NATS_URL", common::nats_url())
-        .env("ECOLEDGER_NATS_PREFIX", format!("logs{}", uuid::Uuid::new_v4().simple()))
-        .env("ECOLEDGER_HTTP_ADDR", "127.0.0.1:0")
-        .env("ECOLEDGER_JWT_SECRET", common::JWT_SECRET)
-        .env("ECOLEDGER_COMPONENTS", "api")
+    let mut child = common::serve_command(&db, &common::unique_prefix(), "api")
         .env("ECOLEDGER_LOG", "info")
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the ecoledger binary starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    tokio::time::timeout(common::DEADLINE, async {
-        while let Some(line) = stdout.next_line().await.expect("stdout readable") {
-            if line.starts_with("ecoledger listening on ") {
-                return;
-            }
-        }
-        panic!("ecoledger exited before listening");
-    })
-    .await
-    .expect("ecoledger listens within the deadline");
+    common::wait_until_listening(&mut child).await;
     child.kill().await.expect("the server stops");
     let mut logs = String::new();
     child.stderr.take().expect("piped stderr").read_to_string(&mut logs).await.expect("stderr readable");

@@ -441,8 +441,16 @@ impl Drop for PrivateNats {
 /// `ecoledger serve` from the built binary in a child process (killed on drop), and the base
 /// URL it prints once listening.
 pub async fn spawn_binary(db: &TestDb, prefix: &str, components: &str) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"))
+    let mut child = serve_command(db, prefix, components).spawn().expect("the ecoledger binary starts");
+    let base = wait_until_listening(&mut child).await;
+    (child, base)
+}
+
+/// The command [`spawn_binary`] runs (logging errors only, stderr inherited, stdout piped for
+/// [`wait_until_listening`]), for a test that sets more before spawning it.
+pub fn serve_command(db: &TestDb, prefix: &str, components: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecoledger"));
+    command
         .arg("serve")
         .env("DATABASE_URL", &db.url)
         .env("NATS_URL", nats_url())
@@ -453,11 +461,15 @@ pub async fn spawn_binary(db: &TestDb, prefix: &str, components: &str) -> (tokio
         .env("ECOLEDGER_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the ecoledger binary starts");
+        .kill_on_drop(true);
+    command
+}
+
+/// Reads a served binary's piped stdout until it prints its base URL.
+pub async fn wait_until_listening(child: &mut tokio::process::Child) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let base = tokio::time::timeout(DEADLINE, async {
+    tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.expect("stdout readable") {
             if let Some(base) = line.strip_prefix("ecoledger listening on ") {
                 return base.to_string();
@@ -466,8 +478,7 @@ pub async fn spawn_binary(db: &TestDb, prefix: &str, components: &str) -> (tokio
         panic!("ecoledger exited before listening");
     })
     .await
-    .expect("ecoledger listens within the deadline");
-    (child, base)
+    .expect("ecoledger listens within the deadline")
 }
 
 /// The built `ecoledger` binary run with `args` and `envs` in a child process (killed on

@@ -61,7 +61,7 @@ async fn open_store(database_url: &str) -> anyhow::Result<Store> {
 /// `events` deposits of 1.00 to it, in batches, through the store's cqrs-es `EventStore`.
 pub async fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&args.database_url).await?;
-    let owner = Uuid::new_v4();
+    let owner = domain::new_id();
     let wallet = wallet_id(owner, Currency::Eur);
     let Begun::Fresh(mut uow) = store.begin(CommandContext::new("bench:seed"), None).await? else {
         unreachable!("no idempotency key was given")
@@ -91,7 +91,7 @@ async fn snapshot_by_one_command(store: &Store, wallet: Uuid) -> anyhow::Result<
         unreachable!("no idempotency key was given")
     };
     let deposit = WalletCommand::Deposit {
-        transaction_id: Uuid::new_v4(),
+        transaction_id: domain::new_id(),
         amount: Amount::parse("1", Currency::Eur).expect("a valid amount"),
         currency: Currency::Eur,
         reference: "bench-seed-snapshot".into(),
@@ -127,7 +127,7 @@ async fn append_deposits(store: &Store, wallet: Uuid, count: usize) -> anyhow::R
                 balance += Decimal::ONE;
                 WalletEvent::Deposited {
                     currency: Currency::Eur,
-                    transaction_id: Uuid::new_v4(),
+                    transaction_id: domain::new_id(),
                     amount: one,
                     reference: "bench-seed".into(),
                     counter_account: SystemAccount::External,

@@ -18,6 +18,17 @@ pub mod wallet;
 pub use accounts::{Posting, SystemAccount};
 pub use money::{Amount, AmountError, Currency};
 
+/// A new id for something the server creates (a transaction, transfer, purchase, listing,
+/// retirement, withdrawal, user): a UUIDv7, which starts with its creation time in
+/// milliseconds. Read models and side tables are keyed by these ids, and a B-tree takes
+/// time-ordered keys at its right edge, where random ones touch a random page per row: over
+/// 1,000,000 rows the transactions table took 3.2 s to fill with ordered ids against 7.3 s
+/// with random ones (docs/design-notes.md). The time it shows is shown beside it anyway
+/// (`created_at`); its other 74 bits are random, so ids still cannot be guessed.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
 /// A rejection named after the rule it enforces: its code is the API's error code.
 pub trait Rejection {
     fn code(&self) -> &'static str;
@@ -44,3 +55,14 @@ rejection!(
 
 /// The version every event type is written with today. Older versions are upcast on load.
 pub const EVENT_VERSION: &str = "1";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn new_ids_sort_in_the_order_they_were_made() {
+        let ids: Vec<uuid::Uuid> = (0..10_000).map(|_| super::new_id()).collect();
+
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "ids made later sort later, even within a millisecond");
+    }
+}

@@ -282,7 +282,7 @@ pub async fn admin_create(args: AdminCreateArgs) -> anyhow::Result<ExitCode> {
     }
     let password_hash = command_api::auth::hash_password(password).await.map_err(|e| anyhow::anyhow!(e.detail))?;
     let user = NewUser {
-        user_id: Uuid::new_v4(),
+        user_id: domain::new_id(),
         username: args.username.clone(),
         email: args.email,
         display_name: None,

@@ -93,7 +93,7 @@ async fn withdraw(
     let address = address_text(&address);
     check_linked_address(&mut uow, user_id, &address).await?;
     check_daily_limits(&mut uow, state, user_id, amount.value()).await?;
-    let withdrawal_id = Uuid::new_v4();
+    let withdrawal_id = domain::new_id();
     let command = WalletCommand::WithdrawToChain { withdrawal_id, amount, address: address.clone() };
     let decide = |wallet: &Wallet| match wallet.identity {
         Some(identity) if identity.owner_id == user_id => Ok(command),

@@ -137,7 +137,7 @@ async fn retire(
     amount: Amount,
     details: Details,
 ) -> Result<event_store::Committed, ApiError> {
-    let retirement_id = Uuid::new_v4();
+    let retirement_id = domain::new_id();
     let decide = |wallet: &Wallet| match wallet.identity {
         Some(identity) if identity.owner_id == user_id => Ok(WalletCommand::Retire { retirement_id, amount }),
         _ => Err(wallet_not_found()),

@@ -184,7 +184,7 @@ pub async fn transactions_reverse(
                 }
             };
             let amount = Amount::new(original.amount, original.currency).map_err(|_| ApiError::internal())?;
-            let reversal_id = Uuid::new_v4();
+            let reversal_id = domain::new_id();
             let command = WalletCommand::Reverse {
                 reversal_id,
                 original_transaction_id: original_id,

@@ -130,7 +130,7 @@ async fn initiate(
     recipient: &Recipient,
 ) -> Result<event_store::Committed, ApiError> {
     let to_wallet = recipient.wallet_id(&mut uow).await?;
-    let transfer_id = Uuid::new_v4();
+    let transfer_id = domain::new_id();
     let from_wallet = request.from_wallet_id;
     let (from_stream, to_stream, transfer_stream) =
         (from_wallet.to_string(), to_wallet.to_string(), transfer_id.to_string());

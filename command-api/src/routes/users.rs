@@ -50,7 +50,7 @@ pub async fn users_create(
     registration::validate_display_name(request.display_name.as_deref())?;
     let password_hash = hash_password(request.password.clone()).await?;
     let user = NewUser {
-        user_id: Uuid::new_v4(),
+        user_id: domain::new_id(),
         username: request.username,
         email: request.email,
         display_name: request.display_name,

@@ -185,7 +185,7 @@ pub async fn deposits_create(
     run(&state, input, |mut uow| {
         let request = request.clone();
         async move {
-            let transaction_id = Uuid::new_v4();
+            let transaction_id = domain::new_id();
             let deposit = |wallet: &Wallet| {
                 let currency = wallet_currency(wallet, None)?;
                 let amount = parse_amount(&request.amount, currency)?;
@@ -237,7 +237,7 @@ pub async fn withdrawals_create(
     run(&state, input, |mut uow| {
         let request = request.clone();
         async move {
-            let withdrawal_id = Uuid::new_v4();
+            let withdrawal_id = domain::new_id();
             let withdraw = |wallet: &Wallet| {
                 let currency = wallet_currency(wallet, Some(owner))?;
                 Ok::<_, ApiError>(WalletCommand::RequestWithdrawal {

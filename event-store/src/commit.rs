@@ -19,7 +19,7 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::error::StoreError;
-use crate::store::{commit_state, committed, CommitState, PendingCommit, Store};
+use crate::store::{commit_state, committed, CommitState, PendingCommit, Store, Wrote};
 use crate::uow::{Committed, DueSnapshot};
 use crate::write::{write_units, UnitWrite, Written};
 
@@ -184,14 +184,17 @@ async fn commit_group(store: &Store, tx: Transaction<'static, Postgres>, group: 
         return fail_all(group, error.into());
     }
     let mut snapshots = Vec::new();
-    let wrote_events = written.iter().any(|written| written.position.is_some());
+    let wrote = Wrote {
+        events: written.iter().any(|written| written.position.is_some()),
+        saga: group.iter().any(|member| member.submission.write.stages_saga),
+    };
     for (member, written) in group.into_iter().zip(written) {
         let mut submission = member.submission;
         snapshots.append(&mut submission.snapshots);
         let committed = Committed { position: written.position, outcome: written.outcome };
         finish(submission, Ok(committed));
     }
-    store.after_commit(wrote_events, snapshots);
+    store.after_commit(wrote, snapshots);
 }
 
 fn fail_all(group: Vec<Member>, error: StoreError) {

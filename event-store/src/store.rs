@@ -157,8 +157,11 @@ pub(crate) type StripeGuard = OwnedMutexGuard<Option<CachedStream>>;
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     stripes: Vec<Arc<Mutex<Option<CachedStream>>>>,
-    /// Counts commits in this process: the relay and saga workers wake on its changes.
+    /// Counts commits in this process: the relay wakes on its changes.
     pub(crate) committed: watch::Sender<u64>,
+    /// Counts commits in this process that created or woke a saga: the saga workers wake on
+    /// its changes (not on every commit, where each would look for due sagas in vain).
+    pub(crate) saga_staged: watch::Sender<u64>,
     /// Wakes the task that sends the debounced cross-process NOTIFY.
     pub(crate) notify_others: Arc<Notify>,
     pub(crate) snapshot_interval: i64,
@@ -173,6 +176,13 @@ pub(crate) struct Inner {
     command_finished: Notify,
 }
 
+/// What a commit wrote, for the wake-ups that follow it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wrote {
+    pub(crate) events: bool,
+    pub(crate) saga: bool,
+}
+
 impl Store {
     pub fn new(pool: PgPool) -> Store {
         Store::with_snapshot_interval(pool, SNAPSHOT_INTERVAL_DEFAULT)
@@ -185,6 +195,7 @@ impl Store {
             pool: pool.clone(),
             stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(None))).collect(),
             committed: watch::Sender::new(0),
+            saga_staged: watch::Sender::new(0),
             notify_others: notify_others.clone(),
             snapshot_interval: snapshot_interval.max(1),
             committer,
@@ -218,11 +229,16 @@ impl Store {
         }
     }
 
-    /// After a commit: wakes this process's relay and sagas, other processes' (debounced),
-    /// and writes the snapshots that came due, off the command path.
-    pub(crate) fn after_commit(&self, wrote_events: bool, snapshots: Vec<crate::uow::DueSnapshot>) {
-        if wrote_events {
+    /// After a commit: wakes this process's relay, its saga workers when a saga was staged,
+    /// other processes' (debounced), and writes the snapshots that came due, off the command
+    /// path.
+    pub(crate) fn after_commit(&self, wrote: Wrote, snapshots: Vec<crate::uow::DueSnapshot>) {
+        if wrote.events {
             self.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
+            self.inner.notify_others.notify_one();
+        }
+        if wrote.saga {
+            self.inner.saga_staged.send_modify(|commits| *commits = commits.wrapping_add(1));
             self.inner.notify_others.notify_one();
         }
         self.write_due_snapshots(snapshots);
@@ -232,10 +248,16 @@ impl Store {
         &self.inner.pool
     }
 
-    /// Changes after every commit in this process (the in-process wake-up of the relay and
-    /// the saga workers; other processes get a debounced NOTIFY).
+    /// Changes after every commit of events in this process (the in-process wake-up of the
+    /// relay; other processes get a debounced NOTIFY).
     pub fn commit_signal(&self) -> watch::Receiver<u64> {
         self.inner.committed.subscribe()
+    }
+
+    /// Changes after every commit in this process that staged a saga statement (the
+    /// in-process wake-up of the saga workers; other processes get a debounced NOTIFY).
+    pub fn saga_signal(&self) -> watch::Receiver<u64> {
+        self.inner.saga_staged.subscribe()
     }
 
     /// The striped lock a stream queues on in this process.

@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::metadata::CommandContext;
 use crate::record::GENESIS_HASH;
 use crate::store::{
-    commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard,
+    commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
 };
 use crate::write::{
     write_units, Claim, HeadHash, Respond, RowValues, SideInsert, StagedEvent, StreamKey, StreamWrite, UnitWrite,
@@ -115,6 +115,7 @@ pub struct UnitOfWork {
     claims: Vec<Claim>,
     inserts: Vec<(&'static SideInsert, RowValues)>,
     statements: Vec<(&'static str, PgArguments)>,
+    stages_saga: bool,
     /// Stripes held until the unit of work ends, by index.
     stream_locks: Vec<(usize, StripeGuard)>,
 }
@@ -149,6 +150,7 @@ impl Store {
             claims: Vec::new(),
             inserts: Vec::new(),
             statements: Vec::new(),
+            stages_saga: false,
             stream_locks: Vec::new(),
         })))
     }
@@ -457,6 +459,13 @@ impl UnitOfWork {
         self.statements.push((sql, arguments));
     }
 
+    /// Stages a statement that creates a saga or makes one due: as
+    /// [`stage_statement`](Self::stage_statement), and the saga workers wake after the commit.
+    pub fn stage_saga_statement(&mut self, sql: &'static str, arguments: PgArguments) {
+        self.stage_statement(sql, arguments);
+        self.stages_saga = true;
+    }
+
     /// Writes everything staged and commits. `respond` builds the answer from the position
     /// of the last event; with an idempotency key it is stored in the same transaction. It may
     /// be called more than once (a group that fails is written again unit by unit).
@@ -498,6 +507,7 @@ impl UnitOfWork {
             claims: std::mem::take(&mut self.claims),
             inserts: std::mem::take(&mut self.inserts),
             statements: std::mem::take(&mut self.statements),
+            stages_saga: std::mem::take(&mut self.stages_saga),
             idempotency: self.idempotency.clone(),
             respond,
             cached_reads,
@@ -530,7 +540,8 @@ impl UnitOfWork {
         let result = tx.commit().await;
         outcome_sender.send_replace(Some(result.is_ok()));
         result?;
-        self.store.after_commit(written.position.is_some(), snapshots);
+        let wrote = Wrote { events: written.position.is_some(), saga: write.stages_saga };
+        self.store.after_commit(wrote, snapshots);
         Ok(Committed { position: written.position, outcome: written.outcome })
     }
 

@@ -84,6 +84,8 @@ pub(crate) struct UnitWrite {
     pub(crate) claims: Vec<Claim>,
     pub(crate) inserts: Vec<(&'static SideInsert, RowValues)>,
     pub(crate) statements: Vec<(&'static str, PgArguments)>,
+    /// Whether a statement created or woke a saga.
+    pub(crate) stages_saga: bool,
     pub(crate) idempotency: Option<Idempotency>,
     pub(crate) respond: Respond,
     /// Streams read from the in-process cache and not written: still at these sequences?

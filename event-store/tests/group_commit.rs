@@ -232,3 +232,38 @@ async fn across_processes_the_first_stored_outcome_of_a_key_wins_and_the_other_r
     assert_eq!(balance(&here, first_wallet).await, "4.00".parse().unwrap());
     assert_eq!(balance(&here, second_wallet).await, Decimal::ZERO, "the command moved money once");
 }
+
+#[tokio::test]
+async fn only_a_commit_that_stages_a_saga_wakes_the_saga_workers() {
+    let pool = test_pool().await;
+    let store = Store::new(pool.clone());
+    let wallet = Uuid::new_v4();
+    let mut sagas_woken = store.saga_signal();
+    let mut relay_woken = store.commit_signal();
+
+    run(&store, wallet, open(wallet)).await.unwrap();
+    run(&store, wallet, deposit("1.00")).await.unwrap();
+    assert!(relay_woken.has_changed().unwrap(), "events were committed");
+    assert!(!sagas_woken.has_changed().unwrap(), "no saga was staged");
+
+    let mut uow = begin(&store).await;
+    uow.execute::<Wallet>(&wallet.to_string(), deposit("2.00"), &()).await.unwrap().expect("deposit accepted");
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    sqlx::Arguments::add(&mut arguments, Uuid::new_v4()).unwrap();
+    uow.stage_saga_statement(
+        "INSERT INTO sagas (saga_id, kind, status, payload) VALUES ($1, 'test', 'pending', '{}')",
+        arguments,
+    );
+    uow.commit(ok).await.unwrap();
+    assert!(sagas_woken.has_changed().unwrap(), "a saga was staged");
+    sagas_woken.mark_unchanged();
+    relay_woken.mark_unchanged();
+
+    // A refused group leaves nothing to wake for.
+    let mut uow = begin(&store).await;
+    let mut arguments = sqlx::postgres::PgArguments::default();
+    sqlx::Arguments::add(&mut arguments, Uuid::new_v4()).unwrap();
+    uow.stage_saga_statement("INSERT INTO sagas (saga_id) VALUES ($1)", arguments);
+    assert!(uow.commit(ok).await.is_err(), "a saga row without its kind is refused");
+    assert!(!sagas_woken.has_changed().unwrap(), "nothing committed");
+}

@@ -55,7 +55,7 @@ impl SagaWorker {
     }
 
     async fn run_until_failure(&self) -> Result<(), StoreError> {
-        let mut committed = self.store.commit_signal();
+        let mut saga_staged = self.store.saga_signal();
         let mut listener = PgListener::connect_with(self.store.pool()).await?;
         listener.listen(WAKE_CHANNEL).await?;
         loop {
@@ -63,7 +63,7 @@ impl SagaWorker {
                 continue;
             }
             tokio::select! {
-                _ = committed.changed() => {}
+                _ = saga_staged.changed() => {}
                 notification = listener.recv() => { notification?; }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
             }

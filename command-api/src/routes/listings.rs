@@ -174,7 +174,7 @@ pub async fn announcements_create(
     let input = CommandInput { actor: seller.to_string(), idempotency_key: key.0, body_hash: body.body_hash, info };
     run(&state, input, |uow| {
         let terms = ListingTerms {
-            listing_id: Uuid::new_v4(),
+            listing_id: domain::new_id(),
             seller_id: seller,
             seller_carbon_wallet_id: wallet_id(seller, Currency::Carbon),
             seller_cash_wallet_id: wallet_id(seller, pricing.currency()),
@@ -209,7 +209,7 @@ async fn create(
     uow.execute::<Listing>(&id.to_string(), ListingCommand::Create(terms.clone()), &()).await??;
     let expiry = sagas::ListingExpirySaga { listing_id: id, seller_carbon_wallet_id: terms.seller_carbon_wallet_id };
     let payload = serde_json::to_value(expiry).map_err(|_| ApiError::internal())?;
-    uow.stage_statement(
+    uow.stage_saga_statement(
         "INSERT INTO sagas (saga_id, kind, status, payload, next_attempt_at) VALUES ($1, $2, 'pending', $3, $4)",
         arguments(|a| {
             a.add(id)?;

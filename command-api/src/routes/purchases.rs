@@ -149,7 +149,7 @@ async fn initiate(
             ),
         ));
     }
-    let purchase_id = Uuid::new_v4();
+    let purchase_id = domain::new_id();
     let reserve = ListingCommand::Reserve { purchase_id, quantity, now: uow.context().at };
     uow.execute::<Listing>(&listing_id.to_string(), reserve, &()).await??;
     let buyer_cash = wallet_id(buyer, currency);
@@ -177,7 +177,7 @@ async fn initiate(
     uow.execute_new::<Purchase>(&purchase_id.to_string(), PurchaseCommand::Initiate(Box::new(terms.clone())), &())
         .await??;
     let saga = serde_json::to_value(sagas::PurchaseSaga { terms: terms.clone() }).map_err(|_| ApiError::internal())?;
-    uow.stage_statement(
+    uow.stage_saga_statement(
         "INSERT INTO sagas (saga_id, kind, status, payload) VALUES ($1, $2, 'pending', $3)",
         arguments(|a| {
             a.add(purchase_id)?;

@@ -13,14 +13,18 @@ use crate::canonical::{to_canonical_string, CanonicalError};
 /// The hash every chain starts from.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// One stored event, as readers (projectors, relay, audit) see it.
+/// One stored event, as readers (projectors, relay, audit) see it. It also reads from its
+/// canonical text (the names `type` and `version`; `stream` is ignored), which is what the
+/// relay publishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub position: i64,
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub sequence: i64,
+    #[serde(alias = "type")]
     pub event_type: String,
+    #[serde(alias = "version")]
     pub event_version: String,
     pub payload: Value,
     pub metadata: BTreeMap<String, String>,
@@ -154,6 +158,21 @@ pub struct PublishedEvent {
     pub event: RecordedEvent,
 }
 
+impl PublishedEvent {
+    /// The bytes of the message for a stored event: its canonical text as stored and hashed,
+    /// wrapped as it is, so publishing neither parses nor re-encodes the event (and a
+    /// consumer could check the text against the event's hash).
+    pub fn message(prev_position: i64, canonical: &str) -> Vec<u8> {
+        let mut message = Vec::with_capacity(canonical.len() + 40);
+        message.extend_from_slice(b"{\"prev_position\":");
+        message.extend_from_slice(prev_position.to_string().as_bytes());
+        message.extend_from_slice(b",\"event\":");
+        message.extend_from_slice(canonical.as_bytes());
+        message.push(b'}');
+        message
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -173,6 +192,29 @@ mod tests {
         assert_eq!(memo.decoded(decode), Ok("1".to_string()));
         assert_eq!(memo.clone().decoded(decode), Ok("2".to_string()));
         assert_eq!(decodes.get(), 2);
+    }
+
+    #[test]
+    fn a_message_of_the_canonical_text_reads_as_the_event() {
+        let event = RecordedEvent {
+            position: 42,
+            aggregate_type: "Wallet".into(),
+            aggregate_id: "w-1".into(),
+            sequence: 7,
+            event_type: "Deposited".into(),
+            event_version: "1".into(),
+            payload: serde_json::json!({"Deposited": {"amount": "1.00"}}),
+            metadata: BTreeMap::from([("actor".to_string(), "admin".to_string())]),
+            memo: Memo::default(),
+        };
+
+        let message = PublishedEvent::message(41, &event.canonical().unwrap());
+        let published: PublishedEvent = serde_json::from_slice(&message).unwrap();
+
+        assert_eq!(published.prev_position, 41);
+        assert_eq!(published.event, event);
+        let serialised = serde_json::to_vec(&PublishedEvent { prev_position: 41, event: event.clone() }).unwrap();
+        assert_eq!(serde_json::from_slice::<PublishedEvent>(&serialised).unwrap().event, event);
     }
 
     #[test]

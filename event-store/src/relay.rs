@@ -12,7 +12,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::bus::Bus;
 use crate::error::StoreError;
-use crate::record::{global_hash, PublishedEvent, RecordedEvent};
+use crate::record::{global_hash, PublishedEvent};
 use crate::store::{Store, WAKE_CHANNEL};
 
 /// Advisory lock (class, object) held by the active relay's session.
@@ -98,7 +98,8 @@ impl Relay {
         state: &mut RelayState,
     ) -> Result<BatchResult, StoreError> {
         let rows = sqlx::query(
-            "SELECT canonical, hash, xact_id < pg_snapshot_xmin(pg_current_snapshot()) AS safe \
+            "SELECT position, aggregate_type, canonical, hash, \
+                    xact_id < pg_snapshot_xmin(pg_current_snapshot()) AS safe \
              FROM events WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(state.position)
@@ -108,19 +109,23 @@ impl Relay {
         if rows.is_empty() {
             return Ok(BatchResult::Empty);
         }
-        let safe: Vec<_> = rows.iter().take_while(|row| row.get::<bool, _>(2)).collect();
+        let safe: Vec<Unpublished> = rows
+            .iter()
+            .take_while(|row| row.get::<bool, _>(4))
+            .map(|row| Unpublished {
+                position: row.get(0),
+                aggregate_type: row.get(1),
+                canonical: row.get(2),
+                hash: row.get(3),
+            })
+            .collect();
         if safe.is_empty() {
             return Ok(BatchResult::WaitingForOlderTransaction);
         }
         for window in safe.chunks(PUBLISH_WINDOW_MAX) {
-            let mut events = Vec::with_capacity(window.len());
-            for row in window {
-                let event = RecordedEvent::from_canonical(row.get(0)).map_err(StoreError::corrupt)?;
-                events.push((event, row.get::<Vec<u8>, _>(1)));
-            }
-            self.publish_window(js, state.position, &events).await?;
-            for (event, hash) in &events {
-                state.global_hash = global_hash(&state.global_hash, hash).to_vec();
+            self.publish_window(js, state.position, window).await?;
+            for event in window {
+                state.global_hash = global_hash(&state.global_hash, &event.hash).to_vec();
                 state.count += 1;
                 state.position = event.position;
             }
@@ -133,15 +138,14 @@ impl Relay {
         &self,
         js: &jetstream::Context,
         mut prev_position: i64,
-        events: &[(RecordedEvent, Vec<u8>)],
+        events: &[Unpublished],
     ) -> Result<(), StoreError> {
         let mut acks = Vec::with_capacity(events.len());
-        for (event, _) in events {
-            let message = PublishedEvent { prev_position, event: event.clone() };
+        for event in events {
+            let payload = PublishedEvent::message(prev_position, &event.canonical);
             prev_position = event.position;
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", self.bus.message_id(event.position).as_str());
-            let payload = serde_json::to_vec(&message).map_err(StoreError::corrupt)?;
             let subject = self.bus.event_subject(&event.aggregate_type);
             let ack =
                 js.publish_with_headers(subject, headers, payload.into()).await.map_err(StoreError::nats_error)?;
@@ -150,6 +154,14 @@ impl Relay {
         try_join_all(acks).await.map_err(StoreError::nats_error)?;
         Ok(())
     }
+}
+
+/// A committed event the relay has yet to publish, as stored.
+struct Unpublished {
+    position: i64,
+    aggregate_type: String,
+    canonical: String,
+    hash: Vec<u8>,
 }
 
 enum BatchResult {

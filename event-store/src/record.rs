@@ -98,31 +98,7 @@ impl RecordedEvent {
 
     /// Parses a stored canonical text back into an event.
     pub fn from_canonical(text: &str) -> Result<RecordedEvent, serde_json::Error> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            aggregate_type: String,
-            aggregate_id: String,
-            sequence: i64,
-            position: i64,
-            #[serde(rename = "type")]
-            event_type: String,
-            #[serde(rename = "version")]
-            event_version: String,
-            payload: Value,
-            metadata: BTreeMap<String, String>,
-        }
-        let envelope: Envelope = serde_json::from_str(text)?;
-        Ok(RecordedEvent {
-            position: envelope.position,
-            aggregate_type: envelope.aggregate_type,
-            aggregate_id: envelope.aggregate_id,
-            sequence: envelope.sequence,
-            event_type: envelope.event_type,
-            event_version: envelope.event_version,
-            payload: envelope.payload,
-            metadata: envelope.metadata,
-            memo: Memo::default(),
-        })
+        serde_json::from_str(text)
     }
 
     /// When the command that produced this event ran (UTC), from its metadata.
@@ -163,13 +139,7 @@ impl PublishedEvent {
     /// wrapped as it is, so publishing neither parses nor re-encodes the event (and a
     /// consumer could check the text against the event's hash).
     pub fn message(prev_position: i64, canonical: &str) -> Vec<u8> {
-        let mut message = Vec::with_capacity(canonical.len() + 40);
-        message.extend_from_slice(b"{\"prev_position\":");
-        message.extend_from_slice(prev_position.to_string().as_bytes());
-        message.extend_from_slice(b",\"event\":");
-        message.extend_from_slice(canonical.as_bytes());
-        message.push(b'}');
-        message
+        format!("{{\"prev_position\":{prev_position},\"event\":{canonical}}}").into_bytes()
     }
 }
 

@@ -177,7 +177,7 @@ pub(crate) struct Inner {
 }
 
 /// What a commit wrote, for the wake-ups that follow it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Wrote {
     pub(crate) events: bool,
     pub(crate) saga: bool,
@@ -235,10 +235,11 @@ impl Store {
     pub(crate) fn after_commit(&self, wrote: Wrote, snapshots: Vec<crate::uow::DueSnapshot>) {
         if wrote.events {
             self.inner.committed.send_modify(|commits| *commits = commits.wrapping_add(1));
-            self.inner.notify_others.notify_one();
         }
         if wrote.saga {
             self.inner.saga_staged.send_modify(|commits| *commits = commits.wrapping_add(1));
+        }
+        if wrote.events || wrote.saga {
             self.inner.notify_others.notify_one();
         }
         self.write_due_snapshots(snapshots);

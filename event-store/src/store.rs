@@ -37,7 +37,7 @@ pub const WAKE_CHANNEL: &str = "ecoledger_events";
 
 /// An aggregate the store can snapshot. Bump `SNAPSHOT_VERSION` whenever the state's shape
 /// changes: older snapshots are then ignored and the stream is replayed.
-pub trait Snapshotted: Aggregate + Clone + 'static {
+pub trait Snapshotted: Aggregate<Command: Clone> + Clone + 'static {
     const SNAPSHOT_VERSION: i32;
 }
 
@@ -102,7 +102,9 @@ pub struct Store {
 /// (another process, the bulk path) cannot be seen here, so a cached state is only trusted
 /// where a stale one would fail: a write chains from its sequence (the unique
 /// `(aggregate_type, aggregate_id, sequence)` turns a stale one into a conflict and a retry
-/// from the database), and a stream only read is checked at commit.
+/// from the database), a stream only read is checked at commit, and a refusal is decided
+/// again on the committed state (`UnitOfWork::execute_with`). Only states a unit of work
+/// wrote are cached: a state only read from the database may predate a commit in flight.
 ///
 /// A unit of work leaves its states here and lets go of its stripes once its statements ran,
 /// before its COMMIT: the next command on the stream works on while the first one's commit

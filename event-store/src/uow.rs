@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::metadata::CommandContext;
 use crate::record::GENESIS_HASH;
 use crate::store::{
-    commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
+    commit_state, committed, CachedStream, CommitState, Loaded, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
 };
 use crate::write::{
     write_units, Claim, HeadHash, Respond, RowValues, SideInsert, StagedEvent, StreamKey, StreamWrite, UnitWrite,
@@ -262,7 +262,7 @@ impl UnitOfWork {
         command: A::Command,
         services: &A::Services,
     ) -> Result<Result<Executed<A>, A::Error>, StoreError> {
-        self.execute_with::<A, A::Error>(aggregate_id, |_| Ok(command), services).await
+        self.execute_with::<A, A::Error>(aggregate_id, |_| Ok(command.clone()), services).await
     }
 
     /// Like [`execute`](Self::execute), for a stream this command creates under an id it has
@@ -294,14 +294,40 @@ impl UnitOfWork {
     /// Like [`execute`](Self::execute), with the command built from the loaded state by
     /// `decide` (which may refuse with the caller's error): one load where a command needs
     /// the aggregate first, say to check its owner or its currency.
+    ///
+    /// A refusal decided on a cached state is decided again on the stored one: the cache may
+    /// be behind another process's write, and unlike a write (which conflicts) a refusal is
+    /// never checked against the database. `decide` may therefore run twice. A state whose
+    /// commit is still in flight is this process's newest word on the stream, and its refusal
+    /// stands: waiting for that commit under the stream's stripe would hold up a hot stream,
+    /// and the commit may need a pooled connection that commands queued on the stripe hold.
     pub async fn execute_with<A: Snapshotted, E: From<A::Error>>(
         &mut self,
         aggregate_id: &str,
-        decide: impl FnOnce(&A) -> Result<A::Command, E>,
+        mut decide: impl FnMut(&A) -> Result<A::Command, E>,
         services: &A::Services,
     ) -> Result<Result<Executed<A>, E>, StoreError> {
         let stream = (A::TYPE, aggregate_id.to_string());
-        let (mut aggregate, sequence_before) = self.current_state::<A>(&stream).await?;
+        let (aggregate, sequence) = self.current_state::<A>(&stream).await?;
+        let decided = self.decide_on::<A, E>(aggregate_id, aggregate, sequence, &mut decide, services).await?;
+        if decided.is_ok() || !self.decided_on_cache(&stream) {
+            return Ok(decided);
+        }
+        let (aggregate, sequence) = self.reload_stored::<A>(&stream).await?;
+        self.decide_on::<A, E>(aggregate_id, aggregate, sequence, &mut decide, services).await
+    }
+
+    /// Decides and handles one command on the stream's state `aggregate` (at `sequence_before`)
+    /// and stages its events; the state after it stays with the unit of work either way.
+    async fn decide_on<A: Snapshotted, E: From<A::Error>>(
+        &mut self,
+        aggregate_id: &str,
+        mut aggregate: A,
+        sequence_before: i64,
+        decide: &mut impl FnMut(&A) -> Result<A::Command, E>,
+        services: &A::Services,
+    ) -> Result<Result<Executed<A>, E>, StoreError> {
+        let stream = (A::TYPE, aggregate_id.to_string());
         let command = match decide(&aggregate) {
             Ok(command) => command,
             Err(refusal) => {
@@ -326,6 +352,40 @@ impl UnitOfWork {
         }
         self.keep_state(&stream, aggregate.clone(), sequence);
         Ok(Ok(Executed { aggregate, events, sequence }))
+    }
+
+    /// Whether the stream's state in this unit of work is the cache's committed one, untouched
+    /// by it: a refusal decided on it may be stale.
+    fn decided_on_cache(&self, stream: &StreamKey) -> bool {
+        self.heads.get(stream).is_some_and(|head| {
+            let in_flight = head.pending.as_ref().is_some_and(|pending| commit_state(pending) == CommitState::Running);
+            head.from_cache && !head.written && !in_flight
+        })
+    }
+
+    /// The stream's stored state, from the database, in place of the cached one this unit of
+    /// work holds.
+    async fn reload_stored<A: Snapshotted>(&mut self, stream: &StreamKey) -> Result<(A, i64), StoreError> {
+        self.heads.remove(stream);
+        let store = self.store.clone();
+        let loaded = store.load::<A>(self.reader().await?, &stream.1, true).await?;
+        self.register_loaded(stream, &loaded);
+        Ok((loaded.aggregate, loaded.sequence))
+    }
+
+    /// Registers a stream just loaded from the database.
+    fn register_loaded<A>(&mut self, stream: &StreamKey, loaded: &Loaded<A>) {
+        let head = StreamHead {
+            start_hash: HeadHash::Known(loaded.head_hash.clone()),
+            sequence: loaded.sequence,
+            snapshot_sequence: loaded.snapshot_sequence,
+            state: None,
+            snapshot: None,
+            from_cache: false,
+            written: false,
+            pending: None,
+        };
+        self.heads.insert(stream.clone(), head);
     }
 
     /// The stream's state in this unit of work: as left by an earlier command, or loaded
@@ -355,17 +415,7 @@ impl UnitOfWork {
         }
         let store = self.store.clone();
         let loaded = store.load::<A>(self.reader().await?, &stream.1, true).await?;
-        let head = StreamHead {
-            start_hash: HeadHash::Known(loaded.head_hash),
-            sequence: loaded.sequence,
-            snapshot_sequence: loaded.snapshot_sequence,
-            state: None,
-            snapshot: None,
-            from_cache: false,
-            written: false,
-            pending: None,
-        };
-        self.heads.insert(stream.clone(), head);
+        self.register_loaded(stream, &loaded);
         Ok((loaded.aggregate, loaded.sequence))
     }
 
@@ -580,9 +630,8 @@ impl UnitOfWork {
     /// Leaves each stream's state in its stripe's cache for the next unit of work, and
     /// returns the snapshots that came due. When committing (`written`: the hash of each
     /// stream written, and this commit): a stream written waits on this commit; one only read
-    /// from the database keeps its state; one only read from the cache is dropped, since a
-    /// stale read shows only at commit. Otherwise (nothing committed) only streams not
-    /// written go back, as they were.
+    /// is dropped. Otherwise (nothing committed) only states read from the cache go back, as
+    /// they were. The cache so holds only states this process wrote.
     fn cache_states(&mut self, written: Option<(HashMap<StreamKey, HeadHash>, PendingCommit)>) -> Vec<DueSnapshot> {
         let mut due = Vec::new();
         for (key, mut head) in std::mem::take(&mut self.heads) {
@@ -595,9 +644,13 @@ impl UnitOfWork {
                     }
                     Some((hash, Some(this_commit.clone())))
                 }
-                (Some(_), false) if head.from_cache => None,
-                (_, false) => Some((head.start_hash, head.pending)),
-                (None, true) => None,
+                // Nothing committed: a state only read from the cache goes back as it was.
+                (None, false) if head.from_cache => Some((head.start_hash, head.pending)),
+                // A state only read from the cache by a unit that commits shows a stale read
+                // only at commit; one read from the database may predate a commit on the
+                // stream still in flight (whose cached state another stream on the stripe
+                // took the place of), and cached it would outlive that commit.
+                _ => None,
             };
             let (Some((head_hash, pending)), Some(state)) = (cached, head.state.take()) else { continue };
             let stripe = self.store.stream_stripe(&key);

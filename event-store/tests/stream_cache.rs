@@ -2,7 +2,7 @@
 //! one committed, yet a write by another process (another `Store` on the same database) is
 //! never missed: a stale write conflicts and its retry reloads, a stale read fails at commit.
 
-use domain::wallet::{Wallet, WalletCommand, WalletError};
+use domain::wallet::{Wallet, WalletCommand};
 use event_store::{Begun, CommandContext, Outcome, Store, StoreError};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -27,6 +27,16 @@ async fn run(store: &Store, wallet: Uuid, command: WalletCommand) -> Result<Deci
 
 async fn stored_balance(store: &Store, wallet: Uuid) -> Decimal {
     store.load_current::<Wallet>(&wallet.to_string()).await.expect("load").aggregate.balance
+}
+
+fn withdrawal(amount: &str) -> WalletCommand {
+    WalletCommand::RequestWithdrawal {
+        withdrawal_id: Uuid::new_v4(),
+        amount: common::eur(amount),
+        currency: domain::Currency::Eur,
+        reference: "r".into(),
+        destination: "IBAN".into(),
+    }
 }
 
 #[tokio::test]
@@ -59,11 +69,8 @@ async fn a_stale_cached_state_only_read_fails_the_commit() {
     // A unit of work that reads `read_only` (from the stale cache: balance 0) to decide a
     // write elsewhere must not commit on that read.
     let mut uow = begin(&here).await;
-    let refusal = uow
-        .execute_with::<Wallet, WalletError>(&read_only.to_string(), |_| Err(WalletError::InsufficientFunds), &())
-        .await
-        .unwrap();
-    assert!(refusal.is_err(), "the decide closure refused, as a read-only look does");
+    let look = uow.state::<Wallet>(&read_only.to_string()).await.unwrap();
+    assert_eq!(look.balance, Decimal::ZERO, "the look is the cache's, behind the other process");
     uow.execute::<Wallet>(&written.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();
     let committed = uow.commit(|_| Outcome::new(200, serde_json::Value::Null)).await;
     assert!(matches!(committed, Err(StoreError::Conflict)), "{committed:?}");
@@ -81,18 +88,45 @@ async fn a_refused_command_leaves_the_committed_state_cached() {
     run(&store, wallet, open(wallet)).await.unwrap();
     run(&store, wallet, deposit("3.00")).await.unwrap();
     let mut uow = begin(&store).await;
-    let withdrawal = WalletCommand::RequestWithdrawal {
-        withdrawal_id: Uuid::new_v4(),
-        amount: common::eur("4.00"),
-        currency: domain::Currency::Eur,
-        reference: "r".into(),
-        destination: "IBAN".into(),
-    };
-    let refused = uow.execute::<Wallet>(&wallet.to_string(), withdrawal, &()).await.unwrap();
+    let refused = uow.execute::<Wallet>(&wallet.to_string(), withdrawal("4.00"), &()).await.unwrap();
     assert!(refused.is_err(), "4.00 out of 3.00 is refused");
     drop(uow);
     assert_eq!(run(&store, wallet, deposit("2.00")).await.unwrap(), "5.00".parse().unwrap());
     assert_eq!(stored_balance(&store, wallet).await, "5.00".parse().unwrap());
+}
+
+/// A refusal is never decided on a stale cached state: it would write nothing, so nothing at
+/// commit would catch it. Here the cache is behind another process's deposit.
+#[tokio::test]
+async fn a_refusal_on_a_state_another_process_moved_is_decided_again_on_the_committed_one() {
+    let pool = test_pool().await;
+    let (here, elsewhere) = (Store::new(pool.clone()), Store::new(pool.clone()));
+    let wallet = Uuid::new_v4();
+    run(&here, wallet, open(wallet)).await.unwrap();
+    run(&elsewhere, wallet, deposit("5.00")).await.unwrap();
+
+    // `here` caches the wallet at 0.00, which would refuse 4.00.
+    assert_eq!(run(&here, wallet, withdrawal("4.00")).await.unwrap(), "1.00".parse().unwrap());
+    assert_eq!(stored_balance(&here, wallet).await, "1.00".parse().unwrap());
+}
+
+/// A state only read from the database is not cached: it may have been loaded while a commit
+/// on the stream was in flight, and would outlive it. Here another process writes after the
+/// read; the next look must see it.
+#[tokio::test]
+async fn a_state_only_read_from_the_database_is_not_cached() {
+    let pool = test_pool().await;
+    let (here, elsewhere) = (Store::new(pool.clone()), Store::new(pool.clone()));
+    let wallet = Uuid::new_v4();
+    run(&elsewhere, wallet, open(wallet)).await.unwrap();
+    let mut look = begin(&here).await;
+    assert_eq!(look.state::<Wallet>(&wallet.to_string()).await.unwrap().balance, Decimal::ZERO);
+    drop(look);
+
+    run(&elsewhere, wallet, deposit("5.00")).await.unwrap();
+    let mut look = begin(&here).await;
+    let balance = look.state::<Wallet>(&wallet.to_string()).await.unwrap().balance;
+    assert_eq!(balance, "5.00".parse().unwrap(), "the first look's state was not served again");
 }
 
 /// A deferred trigger that makes a unit of work's COMMIT block on advisory lock 4242 (held by

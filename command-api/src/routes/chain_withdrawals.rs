@@ -96,7 +96,7 @@ async fn withdraw(
     let withdrawal_id = domain::new_id();
     let command = WalletCommand::WithdrawToChain { withdrawal_id, amount, address: address.clone() };
     let decide = |wallet: &Wallet| match wallet.identity {
-        Some(identity) if identity.owner_id == user_id => Ok(command),
+        Some(identity) if identity.owner_id == user_id => Ok(command.clone()),
         _ => Err(wallet_not_found()),
     };
     uow.execute_with::<Wallet, ApiError>(&wallet_id.to_string(), decide, &()).await??;

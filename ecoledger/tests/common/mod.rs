@@ -26,7 +26,7 @@ pub const JWT_SECRET: &str = "test-secret-for-integration-tests";
 pub const PASSWORD: &str = "a-long-test-password";
 /// How long a test waits for something asynchronous before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
-/// Test databases older than this are dropped by later runs (leftovers of crashed tests).
+/// Test databases and JetStream streams older than this are dropped by later runs.
 const STALE_DATABASE_AGE_SECS: u64 = 2 * 3600;
 
 pub fn database_url() -> String {
@@ -90,6 +90,31 @@ async fn drop_stale_databases(admin: &PgPool) {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin).await;
         }
     }
+}
+
+/// Deletes the JetStream streams of earlier test runs (`unique_prefix` names them
+/// `T<12 hex>_EVENTS`) created more than `STALE_DATABASE_AGE_SECS` ago, as
+/// `drop_stale_databases` does for databases: without it every test leaves its stream on the
+/// shared server until the stream's seven-day `max_age` empties it (hundreds after a few runs).
+/// Best effort: NATS unreachable or a stream another test process deleted first is no failure.
+async fn drop_stale_test_streams(nats_url: &str) {
+    use futures::TryStreamExt;
+    let Ok(client) = async_nats::connect(nats_url).await else { return };
+    let context = async_nats::jetstream::new(client);
+    let Ok(streams) = context.streams().try_collect::<Vec<_>>().await else { return };
+    let now = i64::try_from(unix_now()).expect("seconds since 1970 fit in i64");
+    for info in streams {
+        let age = now - info.created.unix_timestamp();
+        if is_test_stream(&info.config.name) && age > STALE_DATABASE_AGE_SECS as i64 {
+            let _ = context.delete_stream(&info.config.name).await;
+        }
+    }
+}
+
+/// Whether `name` is the events stream of a `unique_prefix`.
+fn is_test_stream(name: &str) -> bool {
+    let Some(id) = name.strip_prefix('T').and_then(|rest| rest.strip_suffix("_EVENTS")) else { return false };
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
 }
 
 /// Polls `check` until it returns `Some`, failing the test at the deadline.
@@ -220,6 +245,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: SpawnOptions) -> TestApp {
+        drop_stale_test_streams(&options.nats_url).await;
         let db = TestDb::create().await;
         TestApp::spawn_on(db, unique_prefix(), options).await
     }

@@ -77,10 +77,14 @@ impl Relay {
         let mut state = load_state(&mut lock_conn).await?;
         let mut committed = self.store.commit_signal();
         loop {
+            // Commits from here on wake the wait below at once; those before it are read now.
+            committed.borrow_and_update();
             match self.publish_next_batch(&mut lock_conn, &js, &mut state).await? {
                 BatchResult::Published => continue,
                 BatchResult::WaitingForOlderTransaction => tokio::time::sleep(HORIZON_POLL).await,
-                BatchResult::Empty => {
+                // A batch that took every committed event needs no second query to learn that
+                // nothing is left (under load that query found nothing every other time).
+                BatchResult::CaughtUp | BatchResult::Empty => {
                     tokio::select! {
                         _ = committed.changed() => {}
                         notification = listener.recv() => { notification?; }
@@ -131,7 +135,10 @@ impl Relay {
             }
             save_state(conn, state).await?;
         }
-        Ok(BatchResult::Published)
+        match safe.len() == rows.len() && rows.len() < RELAY_BATCH_MAX as usize {
+            true => Ok(BatchResult::CaughtUp),
+            false => Ok(BatchResult::Published),
+        }
     }
 
     async fn publish_window(
@@ -165,7 +172,10 @@ struct Unpublished {
 }
 
 enum BatchResult {
+    /// Published a batch; more may be committed already.
     Published,
+    /// Published every event committed when the batch was read.
+    CaughtUp,
     Empty,
     WaitingForOlderTransaction,
 }

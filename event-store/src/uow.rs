@@ -23,7 +23,7 @@ use crate::error::StoreError;
 use crate::metadata::CommandContext;
 use crate::record::GENESIS_HASH;
 use crate::store::{
-    commit_state, committed, CachedStream, CommitState, Loaded, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
+    commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
 };
 use crate::write::{
     write_units, Claim, HeadHash, Respond, RowValues, SideInsert, StagedEvent, StreamKey, StreamWrite, UnitWrite,
@@ -309,29 +309,30 @@ impl UnitOfWork {
     ) -> Result<Result<Executed<A>, E>, StoreError> {
         let stream = (A::TYPE, aggregate_id.to_string());
         let (aggregate, sequence) = self.current_state::<A>(&stream).await?;
-        let decided = self.decide_on::<A, E>(aggregate_id, aggregate, sequence, &mut decide, services).await?;
+        let decided = self.decide_on::<A, E>(&stream, aggregate, sequence, &mut decide, services).await?;
         if decided.is_ok() || !self.decided_on_cache(&stream) {
             return Ok(decided);
         }
-        let (aggregate, sequence) = self.reload_stored::<A>(&stream).await?;
-        self.decide_on::<A, E>(aggregate_id, aggregate, sequence, &mut decide, services).await
+        // The stored state takes the cached one's place in this unit of work.
+        self.heads.remove(&stream);
+        let (aggregate, sequence) = self.load_stored::<A>(&stream).await?;
+        self.decide_on::<A, E>(&stream, aggregate, sequence, &mut decide, services).await
     }
 
     /// Decides and handles one command on the stream's state `aggregate` (at `sequence_before`)
     /// and stages its events; the state after it stays with the unit of work either way.
     async fn decide_on<A: Snapshotted, E: From<A::Error>>(
         &mut self,
-        aggregate_id: &str,
+        stream: &StreamKey,
         mut aggregate: A,
         sequence_before: i64,
         decide: &mut impl FnMut(&A) -> Result<A::Command, E>,
         services: &A::Services,
     ) -> Result<Result<Executed<A>, E>, StoreError> {
-        let stream = (A::TYPE, aggregate_id.to_string());
         let command = match decide(&aggregate) {
             Ok(command) => command,
             Err(refusal) => {
-                self.keep_state(&stream, aggregate, sequence_before);
+                self.keep_state(stream, aggregate, sequence_before);
                 return Ok(Err(refusal));
             }
         };
@@ -339,18 +340,18 @@ impl UnitOfWork {
         let sink = EventSink::default();
         // `EventSink::write` applies each event as it is written: `aggregate` is the new state.
         if let Err(rejection) = aggregate.handle(command, services, &sink).await {
-            self.keep_state(&stream, before, sequence_before);
+            self.keep_state(stream, before, sequence_before);
             return Ok(Err(rejection.into()));
         }
         let events = sink.collect().await;
-        self.stage::<A>(aggregate_id, sequence_before, &events)?;
+        self.stage::<A>(&stream.1, sequence_before, &events)?;
         let sequence = sequence_before + events.len() as i64;
-        let head = self.heads.get_mut(&stream).expect("current_state registers the stream");
+        let head = self.heads.get_mut(stream).expect("current_state registers the stream");
         if !events.is_empty() && sequence - head.snapshot_sequence >= self.store.inner.snapshot_interval {
             let state = serde_json::to_value(&aggregate).map_err(StoreError::corrupt)?;
             head.snapshot = Some(PendingSnapshot { schema_version: A::SNAPSHOT_VERSION, sequence, state });
         }
-        self.keep_state(&stream, aggregate.clone(), sequence);
+        self.keep_state(stream, aggregate.clone(), sequence);
         Ok(Ok(Executed { aggregate, events, sequence }))
     }
 
@@ -363,20 +364,13 @@ impl UnitOfWork {
         })
     }
 
-    /// The stream's stored state, from the database, in place of the cached one this unit of
-    /// work holds.
-    async fn reload_stored<A: Snapshotted>(&mut self, stream: &StreamKey) -> Result<(A, i64), StoreError> {
-        self.heads.remove(stream);
+    /// The stream's stored state (snapshot + tail), loaded from the database and registered
+    /// with this unit of work as not from the cache.
+    async fn load_stored<A: Snapshotted>(&mut self, stream: &StreamKey) -> Result<(A, i64), StoreError> {
         let store = self.store.clone();
         let loaded = store.load::<A>(self.reader().await?, &stream.1, true).await?;
-        self.register_loaded(stream, &loaded);
-        Ok((loaded.aggregate, loaded.sequence))
-    }
-
-    /// Registers a stream just loaded from the database.
-    fn register_loaded<A>(&mut self, stream: &StreamKey, loaded: &Loaded<A>) {
         let head = StreamHead {
-            start_hash: HeadHash::Known(loaded.head_hash.clone()),
+            start_hash: HeadHash::Known(loaded.head_hash),
             sequence: loaded.sequence,
             snapshot_sequence: loaded.snapshot_sequence,
             state: None,
@@ -386,6 +380,7 @@ impl UnitOfWork {
             pending: None,
         };
         self.heads.insert(stream.clone(), head);
+        Ok((loaded.aggregate, loaded.sequence))
     }
 
     /// The stream's state in this unit of work: as left by an earlier command, or loaded
@@ -413,10 +408,7 @@ impl UnitOfWork {
                 return Ok((*state, cached.sequence));
             }
         }
-        let store = self.store.clone();
-        let loaded = store.load::<A>(self.reader().await?, &stream.1, true).await?;
-        self.register_loaded(stream, &loaded);
-        Ok((loaded.aggregate, loaded.sequence))
+        self.load_stored::<A>(stream).await
     }
 
     /// Takes the stream's in-process stripe (once: streams of one unit of work may share one)

@@ -27,7 +27,7 @@ pub const PASSWORD: &str = "a-long-test-password";
 /// How long a test waits for something asynchronous before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 /// Test databases and JetStream streams older than this are dropped by later runs.
-const STALE_DATABASE_AGE_SECS: u64 = 2 * 3600;
+const STALE_TEST_DATA_AGE_SECS: u64 = 2 * 3600;
 
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ecoledger".to_string())
@@ -86,14 +86,14 @@ async fn drop_stale_databases(admin: &PgPool) {
             .unwrap_or_default();
     for name in names {
         let created = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(u64::MAX);
-        if unix_now().saturating_sub(created) > STALE_DATABASE_AGE_SECS {
+        if unix_now().saturating_sub(created) > STALE_TEST_DATA_AGE_SECS {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin).await;
         }
     }
 }
 
 /// Deletes the JetStream streams of earlier test runs (`unique_prefix` names them
-/// `T<12 hex>_EVENTS`) created more than `STALE_DATABASE_AGE_SECS` ago, as
+/// `T<12 hex>_EVENTS`) created more than `STALE_TEST_DATA_AGE_SECS` ago, as
 /// `drop_stale_databases` does for databases: without it every test leaves its stream on the
 /// shared server until the stream's seven-day `max_age` empties it (hundreds after a few runs).
 /// Best effort: NATS unreachable or a stream another test process deleted first is no failure.
@@ -105,7 +105,7 @@ async fn drop_stale_test_streams(nats_url: &str) {
     let now = i64::try_from(unix_now()).expect("seconds since 1970 fit in i64");
     for info in streams {
         let age = now - info.created.unix_timestamp();
-        if is_test_stream(&info.config.name) && age > STALE_DATABASE_AGE_SECS as i64 {
+        if is_test_stream(&info.config.name) && age > STALE_TEST_DATA_AGE_SECS as i64 {
             let _ = context.delete_stream(&info.config.name).await;
         }
     }

@@ -16,7 +16,7 @@ pub mod upcast;
 pub mod verify;
 mod write;
 
-pub use write::{RowValues, SideInsert};
+pub use write::{SideInsert, SideRow};
 
 pub use bus::Bus;
 pub use error::StoreError;

@@ -26,7 +26,7 @@ use crate::store::{
     commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
 };
 use crate::write::{
-    write_units, Claim, HeadHash, Respond, RowValues, SideInsert, StagedEvent, StreamKey, StreamWrite, UnitWrite,
+    write_units, Claim, HeadHash, Respond, SideInsert, SideRow, StagedEvent, StreamKey, StreamWrite, UnitWrite,
 };
 
 /// How long a command waits for another attempt with its idempotency key, running in this
@@ -113,7 +113,7 @@ pub struct UnitOfWork {
     staged: Vec<StagedEvent>,
     heads: HashMap<StreamKey, StreamHead>,
     claims: Vec<Claim>,
-    inserts: Vec<(&'static SideInsert, RowValues)>,
+    inserts: Vec<(&'static SideInsert, SideRow)>,
     statements: Vec<(&'static str, PgArguments)>,
     stages_saga: bool,
     /// Stripes held until the unit of work ends, by index.
@@ -488,11 +488,16 @@ impl UnitOfWork {
         self.claims.push(claim);
     }
 
-    /// Stages a row of a side table (an index), inserted at commit after the claims and
-    /// before the statements, in one statement with the same table's rows of the other units
-    /// of work committed with this one. `values` adds the row's values in column order.
-    pub fn stage_insert(&mut self, insert: &'static SideInsert, values: RowValues) {
-        self.inserts.push((insert, values));
+    /// Stages a row of a side table (an index), inserted at commit before the statements,
+    /// with the events, the claims and the rows of the other units of work committed with
+    /// this one. `row` has a member per column of `insert`, named as it.
+    pub fn stage_insert(&mut self, insert: &'static SideInsert, row: SideRow) {
+        debug_assert!(
+            row.len() == insert.columns.len() && insert.columns.iter().all(|(name, _)| row.contains_key(*name)),
+            "a side row of {} names exactly its columns",
+            insert.table
+        );
+        self.inserts.push((insert, row));
     }
 
     /// Stages a write to a side table (credentials, personal data, indexes), run at commit

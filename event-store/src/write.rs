@@ -55,19 +55,19 @@ pub(crate) struct Claim {
     pub(crate) owner: String,
 }
 
-/// An insert into a side table that a group commit merges with the same insert of the other
-/// units of work in the group: one `INSERT INTO table (columns) VALUES (..), (..), ..`.
+/// A side table (an index) that units of work add rows to. A group commit inserts every
+/// unit's rows of all such tables in the one statement that also inserts the events, claims
+/// and outcomes: `INSERT INTO table (columns) SELECT .. FROM jsonb_to_recordset($n)`, the
+/// rows bound as one JSON array whatever their number, so the statement stays prepared.
 #[derive(Debug)]
 pub struct SideInsert {
     pub table: &'static str,
-    pub columns: &'static [&'static str],
+    /// Each column's name and SQL type, as `jsonb_to_recordset` reads it from the row.
+    pub columns: &'static [(&'static str, &'static str)],
 }
 
-/// Adds one row's values, in the insert's column order.
-pub type RowValues = Box<dyn Fn(&mut PgArguments) -> Result<(), sqlx::error::BoxDynError> + Send + Sync>;
-
-/// Rows merged into one statement at most: Postgres takes 65,535 parameters a statement.
-const ROWS_PER_INSERT_MAX: usize = 1_000;
+/// One row of a side table: a JSON object with a member per column (exact numbers as strings).
+pub type SideRow = serde_json::Map<String, Value>;
 
 /// A stream a unit of work appends to: what its first event chains from, and where its last
 /// hash goes once known (the next command on the stream may already have started from it).
@@ -82,7 +82,7 @@ pub(crate) struct UnitWrite {
     pub(crate) events: Vec<StagedEvent>,
     pub(crate) streams: HashMap<StreamKey, StreamWrite>,
     pub(crate) claims: Vec<Claim>,
-    pub(crate) inserts: Vec<(&'static SideInsert, RowValues)>,
+    pub(crate) inserts: Vec<(&'static SideInsert, SideRow)>,
     pub(crate) statements: Vec<(&'static str, PgArguments)>,
     /// Whether a statement created or woke a saga.
     pub(crate) stages_saga: bool,
@@ -124,17 +124,12 @@ pub(crate) async fn write_units(
 ) -> Result<Vec<Written>, StoreError> {
     let event_count: usize = units.iter().map(|unit| unit.events.len()).sum();
     let positions = allocate_positions(tx, event_count).await?;
-    let (rows, mut written) = chain_events(units, &positions)?;
-    if event_count > 0 {
-        rows.insert(tx).await?;
-    }
+    let (events, mut written) = chain_events(units, &positions)?;
     for (unit, written) in units.iter().zip(written.iter_mut()) {
         written.outcome = (unit.respond)(written.position);
         written.outcome.position = written.position;
     }
-    insert_outcomes(tx, units, &written).await?;
-    insert_claims(tx, units).await?;
-    insert_side_rows(tx, units).await?;
+    insert_rows(tx, units, events, &written).await?;
     for unit in units {
         for (sql, arguments) in &unit.statements {
             sqlx::query_with(sql, arguments.clone()).execute(&mut **tx).await.map_err(conflict_if_unique)?;
@@ -211,101 +206,173 @@ fn start_hash(start: &HeadHash, computed: &HashMap<*const OnceLock<Vec<u8>>, Vec
     start.get().map(<[u8]>::to_vec).ok_or(StoreError::Conflict)
 }
 
-/// Stores the outcome of every unit with an idempotency key. A key another transaction
-/// stored first (a concurrent repeat in another process) is a conflict: the retry answers
-/// the stored outcome.
-async fn insert_outcomes(
+/// Inserts every row of `units` but their statements' in one statement (one round trip):
+/// the events, the outcomes of units with an idempotency key, the claims and the side-table
+/// rows. A unique violation (an event's stream moved, a side row exists) is a conflict; so is
+/// an outcome another transaction stored first (a concurrent repeat in another process: the
+/// retry answers the stored outcome); a value someone else holds fails with its claim's kind.
+async fn insert_rows(
     tx: &mut Transaction<'static, Postgres>,
     units: &[&UnitWrite],
+    events: EventRows,
     written: &[Written],
 ) -> Result<(), StoreError> {
-    let mut rows = OutcomeRows::default();
-    for (unit, written) in units.iter().zip(written) {
-        if let Some(key) = &unit.idempotency {
-            rows.push(key, &written.outcome);
-        }
-    }
-    if rows.command_ids.is_empty() {
-        return Ok(());
-    }
-    let expected = rows.command_ids.len();
-    let stored = sqlx::query(
-        "INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bytea[], $3::smallint[], $4::jsonb[], $5::text[], $6::bigint[]) \
-         ON CONFLICT (command_id) DO NOTHING",
-    )
-    .bind(rows.command_ids)
-    .bind(rows.request_hashes)
-    .bind(rows.statuses)
-    .bind(rows.bodies)
-    .bind(rows.locations)
-    .bind(rows.positions)
-    .execute(&mut **tx)
-    .await?;
-    match stored.rows_affected() as usize == expected {
-        true => Ok(()),
-        false => Err(StoreError::Conflict),
-    }
-}
-
-/// Claims every unit's values; a value someone holds already fails with its kind.
-async fn insert_claims(tx: &mut Transaction<'static, Postgres>, units: &[&UnitWrite]) -> Result<(), StoreError> {
+    let mut statement = RowsStatement::default();
+    statement.add_events(events).map_err(StoreError::corrupt)?;
+    let outcomes = statement.add_outcomes(units, written).map_err(StoreError::corrupt)?;
     let claims: Vec<&Claim> = units.iter().flat_map(|unit| unit.claims.iter()).collect();
-    if claims.is_empty() {
-        return Ok(());
+    statement.add_claims(&claims).map_err(StoreError::corrupt)?;
+    statement.add_side_rows(units).map_err(StoreError::corrupt)?;
+    let Some(sql) = statement.sql() else { return Ok(()) };
+    let returned: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as_with(&sql, statement.arguments).fetch_all(&mut **tx).await.map_err(conflict_if_unique)?;
+    let outcomes_stored = returned.iter().filter(|(part, _, _)| part == "outcome").count();
+    if outcomes_stored != outcomes {
+        return Err(StoreError::Conflict);
     }
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO claims (kind, value, owner) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
-         ON CONFLICT DO NOTHING RETURNING kind, value",
-    )
-    .bind(claims.iter().map(|c| c.kind.clone()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| c.value.clone()).collect::<Vec<_>>())
-    .bind(claims.iter().map(|c| c.owner.clone()).collect::<Vec<_>>())
-    .fetch_all(&mut **tx)
-    .await?;
-    if inserted.len() == claims.len() {
-        return Ok(());
-    }
-    let taken = claims
+    let claimed: Vec<(&str, &str)> = returned
         .iter()
-        .find(|claim| !inserted.iter().any(|(kind, value)| *kind == claim.kind && *value == claim.value))
-        .expect("a claim was not inserted");
-    Err(StoreError::ClaimTaken { kind: taken.kind.clone() })
-}
-
-/// Inserts every unit's side-table rows, each table's together (in the units' order).
-async fn insert_side_rows(tx: &mut Transaction<'static, Postgres>, units: &[&UnitWrite]) -> Result<(), StoreError> {
-    let mut tables: Vec<(&'static SideInsert, Vec<&RowValues>)> = Vec::new();
-    for (insert, row) in units.iter().flat_map(|unit| unit.inserts.iter()) {
-        match tables.iter_mut().find(|(table, _)| std::ptr::eq(*table, *insert)) {
-            Some((_, rows)) => rows.push(row),
-            None => tables.push((insert, vec![row])),
-        }
-    }
-    for (insert, rows) in tables {
-        for chunk in rows.chunks(ROWS_PER_INSERT_MAX) {
-            let mut arguments = PgArguments::default();
-            for row in chunk {
-                row(&mut arguments).map_err(StoreError::corrupt)?;
-            }
-            let sql = multi_row_insert(insert, chunk.len());
-            // Not prepared: the text varies with the row count.
-            sqlx::query_with(&sql, arguments).persistent(false).execute(&mut **tx).await.map_err(conflict_if_unique)?;
-        }
-    }
-    Ok(())
-}
-
-/// `INSERT INTO table (a, b) VALUES ($1, $2), ($3, $4), ..` for `rows` rows.
-fn multi_row_insert(insert: &SideInsert, rows: usize) -> String {
-    let width = insert.columns.len();
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let placeholders: Vec<String> = (1..=width).map(|column| format!("${}", row * width + column)).collect();
-            format!("({})", placeholders.join(", "))
+        .filter_map(|(part, kind, value)| match (part.as_str(), kind, value) {
+            ("claim", Some(kind), Some(value)) => Some((kind.as_str(), value.as_str())),
+            _ => None,
         })
         .collect();
-    format!("INSERT INTO {} ({}) VALUES {}", insert.table, insert.columns.join(", "), values.join(", "))
+    match claims.iter().find(|claim| !claimed.contains(&(claim.kind.as_str(), claim.value.as_str()))) {
+        Some(taken) => Err(StoreError::ClaimTaken { kind: taken.kind.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// The one statement of [`insert_rows`]: a data-modifying `WITH` query per kind of row, and
+/// a result naming each outcome stored and each claim taken. Its text depends only on which
+/// kinds of rows (and which side tables) it has, never on their number, so it is prepared
+/// once per connection and kind.
+#[derive(Default)]
+struct RowsStatement {
+    inserts: Vec<String>,
+    results: Vec<&'static str>,
+    arguments: PgArguments,
+    parameters: usize,
+}
+
+type EncodeResult = Result<(), sqlx::error::BoxDynError>;
+
+impl RowsStatement {
+    /// `$n` for the next parameter, bound to `value`.
+    fn bind<'q, T>(&mut self, value: T) -> Result<String, sqlx::error::BoxDynError>
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        sqlx::Arguments::add(&mut self.arguments, value)?;
+        self.parameters += 1;
+        Ok(format!("${}", self.parameters))
+    }
+
+    fn add_events(&mut self, rows: EventRows) -> EncodeResult {
+        if rows.positions.is_empty() {
+            return Ok(());
+        }
+        let columns = [
+            format!("{}::bigint[]", self.bind(rows.positions)?),
+            format!("{}::text[]", self.bind(rows.aggregate_types)?),
+            format!("{}::text[]", self.bind(rows.aggregate_ids)?),
+            format!("{}::bigint[]", self.bind(rows.sequences)?),
+            format!("{}::text[]", self.bind(rows.event_types)?),
+            format!("{}::text[]", self.bind(rows.event_versions)?),
+            format!("{}::text[]", self.bind(rows.canonicals)?),
+            format!("{}::bytea[]", self.bind(rows.prev_hashes)?),
+            format!("{}::bytea[]", self.bind(rows.hashes)?),
+        ];
+        self.inserts.push(format!(
+            "event_rows AS (INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, canonical, prev_hash, hash) SELECT * FROM UNNEST({}))",
+            columns.join(", ")
+        ));
+        Ok(())
+    }
+
+    /// Adds the outcomes of the units with an idempotency key; returns how many.
+    fn add_outcomes(&mut self, units: &[&UnitWrite], written: &[Written]) -> Result<usize, sqlx::error::BoxDynError> {
+        let mut rows = OutcomeRows::default();
+        for (unit, written) in units.iter().zip(written) {
+            if let Some(key) = &unit.idempotency {
+                rows.push(key, &written.outcome);
+            }
+        }
+        let count = rows.command_ids.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        let columns = [
+            format!("{}::uuid[]", self.bind(rows.command_ids)?),
+            format!("{}::bytea[]", self.bind(rows.request_hashes)?),
+            format!("{}::smallint[]", self.bind(rows.statuses)?),
+            format!("{}::jsonb[]", self.bind(rows.bodies)?),
+            format!("{}::text[]", self.bind(rows.locations)?),
+            format!("{}::bigint[]", self.bind(rows.positions)?),
+        ];
+        self.inserts.push(format!(
+            "outcome_rows AS (INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
+             SELECT * FROM UNNEST({}) ON CONFLICT (command_id) DO NOTHING RETURNING 1)",
+            columns.join(", ")
+        ));
+        self.results.push("SELECT 'outcome'::text, NULL::text, NULL::text FROM outcome_rows");
+        Ok(count)
+    }
+
+    fn add_claims(&mut self, claims: &[&Claim]) -> EncodeResult {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let kinds = self.bind(claims.iter().map(|c| c.kind.clone()).collect::<Vec<_>>())?;
+        let values = self.bind(claims.iter().map(|c| c.value.clone()).collect::<Vec<_>>())?;
+        let owners = self.bind(claims.iter().map(|c| c.owner.clone()).collect::<Vec<_>>())?;
+        self.inserts.push(format!(
+            "claim_rows AS (INSERT INTO claims (kind, value, owner) \
+             SELECT * FROM UNNEST({kinds}::text[], {values}::text[], {owners}::text[]) \
+             ON CONFLICT DO NOTHING RETURNING kind, value)"
+        ));
+        self.results.push("SELECT 'claim'::text, kind, value FROM claim_rows");
+        Ok(())
+    }
+
+    /// Each side table's rows, in the units' order, as one JSON array.
+    fn add_side_rows(&mut self, units: &[&UnitWrite]) -> EncodeResult {
+        let mut tables: Vec<(&'static SideInsert, Vec<Value>)> = Vec::new();
+        for (insert, row) in units.iter().flat_map(|unit| unit.inserts.iter()) {
+            let row = Value::Object(row.clone());
+            match tables.iter_mut().find(|(table, _)| std::ptr::eq(*table, *insert)) {
+                Some((_, rows)) => rows.push(row),
+                None => tables.push((insert, vec![row])),
+            }
+        }
+        for (index, (insert, rows)) in tables.into_iter().enumerate() {
+            let rows = self.bind(Value::Array(rows))?;
+            let names: Vec<&str> = insert.columns.iter().map(|(name, _)| *name).collect();
+            let typed: Vec<String> =
+                insert.columns.iter().map(|(name, sql_type)| format!("{name} {sql_type}")).collect();
+            self.inserts.push(format!(
+                "side_rows_{index} AS (INSERT INTO {table} ({names}) SELECT {names} \
+                 FROM jsonb_to_recordset({rows}::jsonb) AS r({typed}))",
+                table = insert.table,
+                names = names.join(", "),
+                typed = typed.join(", "),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The statement, or `None` when there is nothing to insert.
+    fn sql(&self) -> Option<String> {
+        if self.inserts.is_empty() {
+            return None;
+        }
+        let results = match self.results.is_empty() {
+            true => "SELECT NULL::text, NULL::text, NULL::text WHERE false".to_string(),
+            false => self.results.join(" UNION ALL "),
+        };
+        Some(format!("WITH {} {results}", self.inserts.join(", ")))
+    }
 }
 
 /// A stream only read, from the cache, must still be at the cached sequence: another
@@ -390,38 +457,25 @@ impl EventRows {
         self.prev_hashes.push(prev_hash);
         self.hashes.push(hash.to_vec());
     }
-
-    async fn insert(self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, \
-                                 event_version, canonical, prev_hash, hash) \
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                                  $6::text[], $7::text[], $8::bytea[], $9::bytea[])",
-        )
-        .bind(self.positions)
-        .bind(self.aggregate_types)
-        .bind(self.aggregate_ids)
-        .bind(self.sequences)
-        .bind(self.event_types)
-        .bind(self.event_versions)
-        .bind(self.canonicals)
-        .bind(self.prev_hashes)
-        .bind(self.hashes)
-        .execute(&mut **tx)
-        .await
-        .map_err(conflict_if_unique)?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn claim(value: &str) -> Claim {
+        Claim { kind: "username".to_string(), value: value.to_string(), owner: "u".to_string() }
+    }
+
     #[test]
-    fn a_multi_row_insert_numbers_the_placeholders_row_after_row() {
-        let insert = SideInsert { table: "t", columns: &["a", "b"] };
-        assert_eq!(multi_row_insert(&insert, 1), "INSERT INTO t (a, b) VALUES ($1, $2)");
-        assert_eq!(multi_row_insert(&insert, 3), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6)");
+    fn the_rows_statement_text_depends_on_the_kinds_of_rows_not_their_number() {
+        let (one, two) = (claim("a"), claim("b"));
+        let mut few = RowsStatement::default();
+        few.add_claims(&[&one]).unwrap();
+        let mut more = RowsStatement::default();
+        more.add_claims(&[&one, &two]).unwrap();
+        assert_eq!(few.sql(), more.sql());
+        assert!(few.sql().unwrap().contains("INSERT INTO claims"));
+        assert_eq!(RowsStatement::default().sql(), None, "nothing to insert, no statement");
     }
 }

@@ -445,20 +445,25 @@ pub fn index_transaction(
 ) {
     const TRANSACTION_INDEX: SideInsert = SideInsert {
         table: "transaction_index",
-        columns: &["transaction_id", "wallet_id", "kind", "currency", "amount", "status"],
+        columns: &[
+            ("transaction_id", "uuid"),
+            ("wallet_id", "uuid"),
+            ("kind", "text"),
+            ("currency", "text"),
+            ("amount", "numeric"),
+            ("status", "text"),
+        ],
     };
-    let amount = amount.value();
-    uow.stage_insert(
-        &TRANSACTION_INDEX,
-        Box::new(move |a| {
-            a.add(transaction_id)?;
-            a.add(wallet_id)?;
-            a.add(kind)?;
-            a.add(currency.code())?;
-            a.add(amount)?;
-            a.add(status)
-        }),
-    );
+    let row = serde_json::json!({
+        "transaction_id": transaction_id,
+        "wallet_id": wallet_id,
+        "kind": kind,
+        "currency": currency.code(),
+        "amount": amount.value().to_string(),
+        "status": status,
+    });
+    let serde_json::Value::Object(row) = row else { unreachable!("json! of an object literal is an object") };
+    uow.stage_insert(&TRANSACTION_INDEX, row);
 }
 
 /// The answer to a money movement: the transaction and the wallet's balances after it.

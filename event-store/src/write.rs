@@ -268,20 +268,28 @@ impl RowsStatement {
         Ok(format!("${}", self.parameters))
     }
 
+    /// `$n::sql_type[]` for the next parameter, bound to the column `values`.
+    fn bind_array<'q, T>(&mut self, values: Vec<T>, sql_type: &str) -> Result<String, sqlx::error::BoxDynError>
+    where
+        Vec<T>: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        Ok(format!("{}::{sql_type}[]", self.bind(values)?))
+    }
+
     fn add_events(&mut self, rows: EventRows) -> EncodeResult {
         if rows.positions.is_empty() {
             return Ok(());
         }
         let columns = [
-            format!("{}::bigint[]", self.bind(rows.positions)?),
-            format!("{}::text[]", self.bind(rows.aggregate_types)?),
-            format!("{}::text[]", self.bind(rows.aggregate_ids)?),
-            format!("{}::bigint[]", self.bind(rows.sequences)?),
-            format!("{}::text[]", self.bind(rows.event_types)?),
-            format!("{}::text[]", self.bind(rows.event_versions)?),
-            format!("{}::text[]", self.bind(rows.canonicals)?),
-            format!("{}::bytea[]", self.bind(rows.prev_hashes)?),
-            format!("{}::bytea[]", self.bind(rows.hashes)?),
+            self.bind_array(rows.positions, "bigint")?,
+            self.bind_array(rows.aggregate_types, "text")?,
+            self.bind_array(rows.aggregate_ids, "text")?,
+            self.bind_array(rows.sequences, "bigint")?,
+            self.bind_array(rows.event_types, "text")?,
+            self.bind_array(rows.event_versions, "text")?,
+            self.bind_array(rows.canonicals, "text")?,
+            self.bind_array(rows.prev_hashes, "bytea")?,
+            self.bind_array(rows.hashes, "bytea")?,
         ];
         self.inserts.push(format!(
             "event_rows AS (INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, \
@@ -304,12 +312,12 @@ impl RowsStatement {
             return Ok(0);
         }
         let columns = [
-            format!("{}::uuid[]", self.bind(rows.command_ids)?),
-            format!("{}::bytea[]", self.bind(rows.request_hashes)?),
-            format!("{}::smallint[]", self.bind(rows.statuses)?),
-            format!("{}::jsonb[]", self.bind(rows.bodies)?),
-            format!("{}::text[]", self.bind(rows.locations)?),
-            format!("{}::bigint[]", self.bind(rows.positions)?),
+            self.bind_array(rows.command_ids, "uuid")?,
+            self.bind_array(rows.request_hashes, "bytea")?,
+            self.bind_array(rows.statuses, "smallint")?,
+            self.bind_array(rows.bodies, "jsonb")?,
+            self.bind_array(rows.locations, "text")?,
+            self.bind_array(rows.positions, "bigint")?,
         ];
         self.inserts.push(format!(
             "outcome_rows AS (INSERT INTO command_outcomes (command_id, request_hash, status, body, location, position) \
@@ -324,12 +332,12 @@ impl RowsStatement {
         if claims.is_empty() {
             return Ok(());
         }
-        let kinds = self.bind(claims.iter().map(|c| c.kind.clone()).collect::<Vec<_>>())?;
-        let values = self.bind(claims.iter().map(|c| c.value.clone()).collect::<Vec<_>>())?;
-        let owners = self.bind(claims.iter().map(|c| c.owner.clone()).collect::<Vec<_>>())?;
+        let kinds = self.bind_array(claims.iter().map(|c| c.kind.clone()).collect(), "text")?;
+        let values = self.bind_array(claims.iter().map(|c| c.value.clone()).collect(), "text")?;
+        let owners = self.bind_array(claims.iter().map(|c| c.owner.clone()).collect(), "text")?;
         self.inserts.push(format!(
             "claim_rows AS (INSERT INTO claims (kind, value, owner) \
-             SELECT * FROM UNNEST({kinds}::text[], {values}::text[], {owners}::text[]) \
+             SELECT * FROM UNNEST({kinds}, {values}, {owners}) \
              ON CONFLICT DO NOTHING RETURNING kind, value)"
         ));
         self.results.push("SELECT 'claim'::text, kind, value FROM claim_rows");
@@ -338,16 +346,15 @@ impl RowsStatement {
 
     /// Each side table's rows, in the units' order, as one JSON array.
     fn add_side_rows(&mut self, units: &[&UnitWrite]) -> EncodeResult {
-        let mut tables: Vec<(&'static SideInsert, Vec<Value>)> = Vec::new();
+        let mut tables: Vec<(&'static SideInsert, Vec<&SideRow>)> = Vec::new();
         for (insert, row) in units.iter().flat_map(|unit| unit.inserts.iter()) {
-            let row = Value::Object(row.clone());
             match tables.iter_mut().find(|(table, _)| std::ptr::eq(*table, *insert)) {
                 Some((_, rows)) => rows.push(row),
                 None => tables.push((insert, vec![row])),
             }
         }
         for (index, (insert, rows)) in tables.into_iter().enumerate() {
-            let rows = self.bind(Value::Array(rows))?;
+            let rows = self.bind(sqlx::types::Json(rows))?;
             let names: Vec<&str> = insert.columns.iter().map(|(name, _)| *name).collect();
             let typed: Vec<String> =
                 insert.columns.iter().map(|(name, sql_type)| format!("{name} {sql_type}")).collect();

@@ -15,13 +15,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::{Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::error::StoreError;
+use crate::open_tx::{Connections, OpenTransaction};
 use crate::store::{commit_state, committed, CommitState, PendingCommit, Store, Wrote};
 use crate::uow::{Committed, DueSnapshot};
-use crate::write::{write_units, UnitWrite, Written};
+use crate::write::{event_count, write_units, UnitWrite, Written};
 
 /// Units of work written in one transaction at most.
 const UNITS_PER_GROUP_MAX: usize = 256;
@@ -44,12 +44,21 @@ pub(crate) struct Submission {
 
 pub(crate) type Queue = mpsc::UnboundedSender<Submission>;
 
-/// Starts the committer of `store`; it ends when every sender of the queue is gone.
-pub(crate) fn start(store_queue: mpsc::UnboundedReceiver<Submission>, store: std::sync::Weak<crate::store::Inner>) {
-    tokio::spawn(run(store_queue, store));
+/// Starts the committer of `store`, writing on connections of `pool` (the store's); it ends
+/// when every sender of the queue is gone.
+pub(crate) fn start(
+    store_queue: mpsc::UnboundedReceiver<Submission>,
+    store: std::sync::Weak<crate::store::Inner>,
+    pool: sqlx::PgPool,
+) {
+    tokio::spawn(run(store_queue, store, Connections::new(pool)));
 }
 
-async fn run(mut queue: mpsc::UnboundedReceiver<Submission>, store: std::sync::Weak<crate::store::Inner>) {
+async fn run(
+    mut queue: mpsc::UnboundedReceiver<Submission>,
+    store: std::sync::Weak<crate::store::Inner>,
+    connections: Arc<Connections>,
+) {
     let in_flight = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
         let group = take_group(first, &mut queue);
@@ -60,7 +69,7 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Submission>, store: std::sync::W
         if group.is_empty() {
             continue;
         }
-        write_group(&store, group, permit).await;
+        write_group(&store, &connections, group, permit).await;
     }
 }
 
@@ -114,13 +123,18 @@ fn admit(group: Vec<Submission>) -> Vec<Member> {
 
 /// Writes the group in one transaction and leaves its COMMIT to a task; on a failed
 /// statement, writes its units one by one instead.
-async fn write_group(store: &Store, group: Vec<Member>, permit: tokio::sync::OwnedSemaphorePermit) {
-    let mut tx = match store.pool().begin().await {
-        Ok(tx) => tx,
-        Err(error) => return fail_all(group, error.into()),
-    };
+async fn write_group(
+    store: &Store,
+    connections: &Arc<Connections>,
+    group: Vec<Member>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let units: Vec<&UnitWrite> = group.iter().map(|member| &member.submission.write).collect();
-    match write_units(&mut tx, &units).await {
+    let (mut tx, positions) = match OpenTransaction::begin(connections, event_count(&units)).await {
+        Ok(begun) => begun,
+        Err(error) => return fail_all(group, error),
+    };
+    match write_units(&mut tx, &units, &positions).await {
         Ok(written) => {
             publish_hashes(&group, &written);
             let store = store.clone();
@@ -130,33 +144,34 @@ async fn write_group(store: &Store, group: Vec<Member>, permit: tokio::sync::Own
             });
         }
         Err(_) => {
-            rollback(tx).await;
+            tx.rollback().await;
             for member in group {
-                write_alone(store, member).await;
+                write_alone(store, connections, member).await;
             }
         }
     }
 }
 
 /// Writes one unit in its own transaction: what a group's failed statement leaves to each.
-async fn write_alone(store: &Store, member: Member) {
+async fn write_alone(store: &Store, connections: &Arc<Connections>, member: Member) {
     let Member { submission, waits_for } = member;
     // A unit of this group written alone before it may have failed.
     if submission.depends_on.iter().any(|dependency| commit_state(dependency) == CommitState::Failed) {
         return finish(submission, Err(StoreError::Conflict));
     }
-    let mut tx = match store.pool().begin().await {
-        Ok(tx) => tx,
-        Err(error) => return finish(submission, Err(error.into())),
+    let units = [&submission.write];
+    let (mut tx, positions) = match OpenTransaction::begin(connections, event_count(&units)).await {
+        Ok(begun) => begun,
+        Err(error) => return finish(submission, Err(error)),
     };
-    match write_units(&mut tx, &[&submission.write]).await {
+    match write_units(&mut tx, &units, &positions).await {
         Ok(written) => {
             let member = Member { submission, waits_for };
             publish_hashes(std::slice::from_ref(&member), &written);
             commit_group(store, tx, vec![member], written).await;
         }
         Err(error) => {
-            rollback(tx).await;
+            tx.rollback().await;
             finish(submission, Err(error));
         }
     }
@@ -173,10 +188,10 @@ fn publish_hashes(group: &[Member], written: &[Written]) {
 }
 
 /// Waits for the units outside the group that it built on, then commits and answers every unit.
-async fn commit_group(store: &Store, tx: Transaction<'static, Postgres>, group: Vec<Member>, written: Vec<Written>) {
+async fn commit_group(store: &Store, tx: OpenTransaction, group: Vec<Member>, written: Vec<Written>) {
     for dependency in group.iter().flat_map(|member| &member.waits_for) {
         if !committed(dependency.clone()).await {
-            rollback(tx).await;
+            tx.rollback().await;
             return fail_all(group, StoreError::Conflict);
         }
     }
@@ -231,10 +246,4 @@ fn finish(submission: Submission, result: Result<Committed, StoreError>) {
     submission.outcome.send_replace(Some(result.is_ok()));
     // The caller may have given up waiting (its task was cancelled): nothing to tell.
     let _ = submission.reply.send(result);
-}
-
-async fn rollback(tx: Transaction<'static, Postgres>) {
-    if let Err(error) = tx.rollback().await {
-        tracing::debug!(%error, "rollback of a group commit failed; the connection is dropped");
-    }
 }

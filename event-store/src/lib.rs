@@ -7,6 +7,7 @@ pub mod canonical;
 mod commit;
 pub mod error;
 pub mod metadata;
+mod open_tx;
 pub mod pg_event_store;
 pub mod record;
 pub mod relay;

@@ -205,7 +205,7 @@ impl Store {
             commands_running: std::sync::Mutex::new(HashSet::new()),
             command_finished: Notify::new(),
         });
-        commit::start(queue, Arc::downgrade(&inner));
+        commit::start(queue, Arc::downgrade(&inner), pool.clone());
         tokio::spawn(send_debounced_notifies(pool, notify_others));
         Store { inner }
     }

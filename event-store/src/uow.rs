@@ -26,7 +26,8 @@ use crate::store::{
     commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
 };
 use crate::write::{
-    write_units, Claim, HeadHash, Respond, SideInsert, SideRow, StagedEvent, StreamKey, StreamWrite, UnitWrite,
+    allocate_positions, event_count, write_units, Claim, HeadHash, Respond, SideInsert, SideRow, StagedEvent,
+    StreamKey, StreamWrite, UnitWrite,
 };
 
 /// How long a command waits for another attempt with its idempotency key, running in this
@@ -574,7 +575,12 @@ impl UnitOfWork {
                 return self.fail(tx, StoreError::Conflict);
             }
         }
-        let written = match write_units(&mut tx, &[&write]).await {
+        let units = [&write];
+        let written = match allocate_positions(&mut tx, event_count(&units)).await {
+            Ok(positions) => write_units(&mut tx, &units, &positions).await,
+            Err(error) => Err(error),
+        };
+        let written = match written {
             Ok(mut written) => written.remove(0),
             Err(error) => return self.fail(tx, error),
         };

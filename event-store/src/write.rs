@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, Postgres};
 
 use crate::error::{is_unique_violation, StoreError};
 use crate::record::{chain_hash, RecordedEvent};
@@ -112,39 +112,46 @@ pub(crate) struct Written {
     pub(crate) last_hashes: Vec<(StreamKey, Vec<u8>)>,
 }
 
-/// Writes `units` in `tx`, in order: positions for all their events (the transaction's first
-/// write), the events chained per stream, the idempotency outcomes, the claims, the side-table
-/// rows (each table's in one statement), the statements, and the check of streams read from
-/// the cache. Errors: `Conflict` (a stream or
-/// an outcome written by someone else, a stale cached read, a unique violation of a
-/// statement), `ClaimTaken`, `Database`. A transaction that failed is rolled back by its owner.
+/// Events of `units` together: how many positions their transaction allocates.
+pub(crate) fn event_count(units: &[&UnitWrite]) -> usize {
+    units.iter().map(|unit| unit.events.len()).sum()
+}
+
+/// Writes `units` in the transaction on `conn`, whose first write allocated `positions`
+/// (one per event, [`event_count`]), in order: the events chained per stream, the
+/// idempotency outcomes, the claims, the side-table rows (one statement for all of these),
+/// the statements, and the check of streams read from the cache. Errors: `Conflict` (a
+/// stream or an outcome written by someone else, a stale cached read, a unique violation of
+/// a statement), `ClaimTaken`, `Database`. A transaction that failed is rolled back by its
+/// owner.
 pub(crate) async fn write_units(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     units: &[&UnitWrite],
+    positions: &[i64],
 ) -> Result<Vec<Written>, StoreError> {
-    let event_count: usize = units.iter().map(|unit| unit.events.len()).sum();
-    let positions = allocate_positions(tx, event_count).await?;
-    let (events, mut written) = chain_events(units, &positions)?;
+    let (events, mut written) = chain_events(units, positions)?;
     for (unit, written) in units.iter().zip(written.iter_mut()) {
         written.outcome = (unit.respond)(written.position);
         written.outcome.position = written.position;
     }
-    insert_rows(tx, units, events, &written).await?;
+    insert_rows(conn, units, events, &written).await?;
     for unit in units {
         for (sql, arguments) in &unit.statements {
-            sqlx::query_with(sql, arguments.clone()).execute(&mut **tx).await.map_err(conflict_if_unique)?;
+            sqlx::query_with(sql, arguments.clone()).execute(&mut *conn).await.map_err(conflict_if_unique)?;
         }
     }
-    check_cached_reads(tx, units).await?;
+    check_cached_reads(conn, units).await?;
     Ok(written)
 }
 
-async fn allocate_positions(tx: &mut Transaction<'static, Postgres>, count: usize) -> Result<Vec<i64>, StoreError> {
+/// Positions for `count` events, in a transaction that has not written yet (a unit of work's
+/// own; the committer's allocate as they begin, open_tx.rs).
+pub(crate) async fn allocate_positions(conn: &mut PgConnection, count: usize) -> Result<Vec<i64>, StoreError> {
     if count == 0 {
         return Ok(Vec::new());
     }
     let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT ledger_allocate_positions($1)").bind(count as i32).fetch_one(&mut **tx).await?;
+        sqlx::query_scalar("SELECT ledger_allocate_positions($1)").bind(count as i32).fetch_one(conn).await?;
     assert_eq!(positions.len(), count, "one position per staged event");
     Ok(positions)
 }
@@ -212,7 +219,7 @@ fn start_hash(start: &HeadHash, computed: &HashMap<*const OnceLock<Vec<u8>>, Vec
 /// an outcome another transaction stored first (a concurrent repeat in another process: the
 /// retry answers the stored outcome); a value someone else holds fails with its claim's kind.
 async fn insert_rows(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     units: &[&UnitWrite],
     events: EventRows,
     written: &[Written],
@@ -225,7 +232,7 @@ async fn insert_rows(
     statement.add_side_rows(units).map_err(StoreError::corrupt)?;
     let Some(sql) = statement.sql() else { return Ok(()) };
     let returned: Vec<(String, Option<String>, Option<String>)> =
-        sqlx::query_as_with(&sql, statement.arguments).fetch_all(&mut **tx).await.map_err(conflict_if_unique)?;
+        sqlx::query_as_with(&sql, statement.arguments).fetch_all(conn).await.map_err(conflict_if_unique)?;
     let outcomes_stored = returned.iter().filter(|(part, _, _)| part == "outcome").count();
     if outcomes_stored != outcomes {
         return Err(StoreError::Conflict);
@@ -384,7 +391,7 @@ impl RowsStatement {
 
 /// A stream only read, from the cache, must still be at the cached sequence: another
 /// process may have appended to it, and nothing else in the unit of work would notice.
-async fn check_cached_reads(tx: &mut Transaction<'static, Postgres>, units: &[&UnitWrite]) -> Result<(), StoreError> {
+async fn check_cached_reads(conn: &mut PgConnection, units: &[&UnitWrite]) -> Result<(), StoreError> {
     let (mut types, mut ids, mut sequences) = (Vec::new(), Vec::new(), Vec::new());
     for ((aggregate_type, aggregate_id), sequence) in units.iter().flat_map(|unit| unit.cached_reads.iter()) {
         types.push(aggregate_type.to_string());
@@ -401,7 +408,7 @@ async fn check_cached_reads(tx: &mut Transaction<'static, Postgres>, units: &[&U
     .bind(types)
     .bind(ids)
     .bind(sequences)
-    .fetch_one(&mut **tx)
+    .fetch_one(conn)
     .await?;
     match moved {
         true => Err(StoreError::Conflict),

@@ -80,10 +80,11 @@ impl Projector {
                     Some(Ok(message)) => {
                         let batch = drain_ready(message, messages.as_mut());
                         self.handle(&mut conn, &batch, &mut tracked).await?;
-                        for message in batch {
-                            if let Err(error) = message.ack().await {
-                                tracing::debug!(%error, "ack failed; the message will be redelivered and ignored");
-                            }
+                        // The consumer acknowledges all (`AckPolicy::All`): the batch's last
+                        // message acknowledges those before it, one message to NATS, not one per event.
+                        let last = batch.last().expect("a batch holds its first message");
+                        if let Err(error) = last.ack().await {
+                            tracing::debug!(%error, "ack failed; the messages will be redelivered and ignored");
                         }
                     }
                     Some(Err(error)) => {
@@ -112,10 +113,18 @@ impl Projector {
             let config = consumer::pull::Config {
                 durable_name: Some(DURABLE_NAME.to_string()),
                 deliver_policy: consumer::DeliverPolicy::New,
-                ack_policy: consumer::AckPolicy::Explicit,
+                ack_policy: consumer::AckPolicy::All,
                 ..Default::default()
             };
-            let consumer = stream.get_or_create_consumer(DURABLE_NAME, config).await.map_err(|e| e.to_string())?;
+            let mut consumer =
+                stream.get_or_create_consumer(DURABLE_NAME, config.clone()).await.map_err(|e| e.to_string())?;
+            // A consumer made by an earlier version acknowledged each message: replaced, since
+            // JetStream does not change a consumer's ack policy. Whatever it had not delivered
+            // is read from Postgres (`catch_up`), like anything else a subscription missed.
+            if consumer.cached_info().config.ack_policy != consumer::AckPolicy::All {
+                stream.delete_consumer(DURABLE_NAME).await.map_err(|e| e.to_string())?;
+                consumer = stream.create_consumer(config).await.map_err(|e| e.to_string())?;
+            }
             consumer.messages().await.map_err(|e| e.to_string())
         }
         .await;

@@ -51,7 +51,8 @@ pub(crate) fn start(
     store: std::sync::Weak<crate::store::Inner>,
     pool: sqlx::PgPool,
 ) {
-    tokio::spawn(run(store_queue, store, Connections::new(pool)));
+    // One connection for the statements of the next group and one per COMMIT in flight.
+    tokio::spawn(run(store_queue, store, Connections::new(pool, COMMITS_IN_FLIGHT_MAX + 1)));
 }
 
 async fn run(

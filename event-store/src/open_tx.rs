@@ -5,45 +5,43 @@
 //!
 //! sqlx does not know about a transaction opened this way (its own `Transaction` always sends
 //! BEGIN alone), so [`OpenTransaction`] finishes it itself: dropped while still open (a task
-//! cancelled, a path that forgot), it closes its connection rather than hand an open
-//! transaction back to the pool, where the next user's statements would run inside it.
+//! cancelled, a path that forgot), it closes its connection, which rolls the transaction back.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use crate::error::StoreError;
 
-/// Connections kept idle between the committer's transactions, at most: one for the next
-/// group while the previous group's COMMIT holds another.
-const IDLE_CONNECTIONS_MAX: usize = 2;
-
 /// The committer's connections. Each one taken from the pool costs a ping (sqlx tests a
 /// connection before it hands it out and again when it comes back): a round trip on the
-/// committer's serial path, and a Postgres wake-up. So a connection whose transaction ended
-/// cleanly is kept here for the next one instead. A kept connection that broke meanwhile
-/// (Postgres restarted) fails its BEGIN, and that transaction begins again on one from the
-/// pool, which tests it.
+/// committer's serial path, and a Postgres wake-up. So the committer takes its connections
+/// out of the pool (as the relay and the projector do with theirs) and keeps one whose
+/// transaction ended cleanly for the next, up to as many as it uses at once; out of the
+/// pool, the kept ones never leave the pool's other users waiting. A kept connection that
+/// broke meanwhile (Postgres restarted) fails its BEGIN, and that transaction begins again
+/// on one from the pool, which tests it.
 pub(crate) struct Connections {
     pool: PgPool,
-    idle: Mutex<Vec<PoolConnection<Postgres>>>,
+    idle: Mutex<Vec<PgConnection>>,
+    idle_max: usize,
 }
 
 impl Connections {
-    pub(crate) fn new(pool: PgPool) -> Arc<Connections> {
-        Arc::new(Connections { pool, idle: Mutex::new(Vec::with_capacity(IDLE_CONNECTIONS_MAX)) })
+    /// Keeps up to `idle_max` connections between transactions.
+    pub(crate) fn new(pool: PgPool, idle_max: usize) -> Arc<Connections> {
+        Arc::new(Connections { pool, idle: Mutex::new(Vec::with_capacity(idle_max)), idle_max })
     }
 
-    fn take_idle(&self) -> Option<PoolConnection<Postgres>> {
+    fn take_idle(&self) -> Option<PgConnection> {
         self.idle.lock().expect("no panics while holding the idle list").pop()
     }
 
-    /// Keeps `conn` for the next transaction, or hands it back to the pool when enough are kept.
-    fn keep(&self, conn: PoolConnection<Postgres>) {
+    /// Keeps `conn` for the next transaction, or closes it when enough are kept.
+    fn keep(&self, conn: PgConnection) {
         let mut idle = self.idle.lock().expect("no panics while holding the idle list");
-        if idle.len() < IDLE_CONNECTIONS_MAX {
+        if idle.len() < self.idle_max {
             idle.push(conn);
         }
     }
@@ -52,7 +50,7 @@ impl Connections {
 /// A transaction opened with its positions allocated, on one of the committer's connections.
 pub(crate) struct OpenTransaction {
     /// `None` only once the transaction ended and its connection was kept.
-    conn: Option<PoolConnection<Postgres>>,
+    conn: Option<PgConnection>,
     open: bool,
     connections: Arc<Connections>,
 }
@@ -74,12 +72,12 @@ impl OpenTransaction {
                 begun => return begun,
             }
         }
-        let pooled = connections.pool.acquire().await?;
+        let pooled = connections.pool.acquire().await?.detach();
         Self::begin_on(pooled, connections, event_count).await
     }
 
     async fn begin_on(
-        conn: PoolConnection<Postgres>,
+        conn: PgConnection,
         connections: &Arc<Connections>,
         event_count: usize,
     ) -> Result<(OpenTransaction, Vec<i64>), StoreError> {
@@ -115,7 +113,8 @@ impl OpenTransaction {
         }
     }
 
-    /// The transaction is over: its connection is kept for the next one.
+    /// The transaction is over: its connection is kept for the next one. (An `OpenTransaction`
+    /// dropped before this drops its connection, which closes it.)
     fn end(&mut self) {
         self.open = false;
         if let Some(conn) = self.conn.take() {
@@ -148,14 +147,6 @@ impl DerefMut for OpenTransaction {
     }
 }
 
-impl Drop for OpenTransaction {
-    fn drop(&mut self) {
-        if let (true, Some(conn)) = (self.open, self.conn.as_mut()) {
-            conn.close_on_drop();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use sqlx::postgres::PgPoolOptions;
@@ -180,10 +171,27 @@ mod tests {
         sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await.unwrap()
     }
 
+    /// Waits until the backend `pid` is gone.
+    async fn backend_gone(pool: &PgPool, pid: i32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let alive: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                .bind(pid)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            if !alive {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "backend {pid} still there");
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_committed_transaction_keeps_its_connection_and_a_dropped_open_one_closes_it() {
         let pool = pool_of_one().await;
-        let connections = Connections::new(pool.clone());
+        let connections = Connections::new(pool.clone(), 1);
 
         let (mut committed, positions) = OpenTransaction::begin(&connections, 3).await.unwrap();
         assert_eq!(positions.len(), 3);
@@ -196,20 +204,17 @@ mod tests {
         assert_eq!(backend_pid(&mut dropped).await, first_pid, "a committed transaction's connection is kept");
         drop(dropped);
 
-        // The pool's one connection was closed, not kept or handed back inside the open transaction.
-        let mut fresh = pool.acquire().await.unwrap();
-        assert_ne!(backend_pid(&mut fresh).await, first_pid);
-        let open: bool = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
-            .fetch_one(&mut *fresh)
-            .await
-            .unwrap();
-        assert!(!open, "the next user of the pool starts outside any transaction");
+        // Closed with its transaction, not kept for the next one.
+        backend_gone(&pool, first_pid).await;
+        let (mut next, _) = OpenTransaction::begin(&connections, 1).await.unwrap();
+        assert_ne!(backend_pid(&mut next).await, first_pid);
+        next.rollback().await;
     }
 
     #[tokio::test]
     async fn a_kept_connection_that_was_lost_is_replaced_by_a_pooled_one() {
         let pool = pool_of_one().await;
-        let connections = Connections::new(pool.clone());
+        let connections = Connections::new(pool.clone(), 1);
         let (mut first, _) = OpenTransaction::begin(&connections, 1).await.unwrap();
         let kept_pid = backend_pid(&mut first).await;
         first.commit().await.unwrap();

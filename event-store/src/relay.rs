@@ -111,7 +111,7 @@ impl Relay {
                 BatchResult::CaughtUp | BatchResult::Empty => {
                     tokio::select! {
                         _ = committed.changed() => {}
-                        notification = listener.recv() => { notification?; }
+                        woken = self.store.wake_up_from_others(&mut listener) => { woken?; }
                         _ = tokio::time::sleep(IDLE_POLL) => {}
                         _ = sleep_until_or_never(state.save_deadline()) => save_state(&mut lock_conn, &mut state).await?,
                     }

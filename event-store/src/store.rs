@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cqrs_es::Aggregate;
 use serde_json::Value;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgListener, PgNotification, PgPool};
 use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, watch, Mutex, Notify, OwnedMutexGuard};
 use uuid::Uuid;
@@ -166,6 +166,9 @@ pub(crate) struct Inner {
     pub(crate) saga_staged: watch::Sender<u64>,
     /// Wakes the task that sends the debounced cross-process NOTIFY.
     pub(crate) notify_others: Arc<Notify>,
+    /// Sent as the NOTIFY's payload, so this store's own listeners tell its wake-ups from
+    /// other processes' (its own commits woke them in-process already).
+    instance: String,
     pub(crate) snapshot_interval: i64,
     /// The group committer's queue (commit.rs).
     pub(crate) committer: commit::Queue,
@@ -192,6 +195,7 @@ impl Store {
 
     pub fn with_snapshot_interval(pool: PgPool, snapshot_interval: i64) -> Store {
         let notify_others = Arc::new(Notify::new());
+        let instance = Uuid::new_v4().simple().to_string();
         let (committer, queue) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool: pool.clone(),
@@ -199,6 +203,7 @@ impl Store {
             committed: watch::Sender::new(0),
             saga_staged: watch::Sender::new(0),
             notify_others: notify_others.clone(),
+            instance: instance.clone(),
             snapshot_interval: snapshot_interval.max(1),
             committer,
             next_unit: AtomicU64::new(1),
@@ -206,7 +211,7 @@ impl Store {
             command_finished: Notify::new(),
         });
         commit::start(queue, Arc::downgrade(&inner), pool.clone());
-        tokio::spawn(send_debounced_notifies(pool, notify_others));
+        tokio::spawn(send_debounced_notifies(pool, notify_others, instance));
         Store { inner }
     }
 
@@ -255,6 +260,20 @@ impl Store {
     /// relay; other processes get a debounced NOTIFY).
     pub fn commit_signal(&self) -> watch::Receiver<u64> {
         self.inner.committed.subscribe()
+    }
+
+    /// Waits for the next wake-up NOTIFY on `WAKE_CHANNEL` sent by another process (or
+    /// another store). This store's own, sent for others, are skipped: they followed commits
+    /// that [`Store::commit_signal`] and [`Store::saga_signal`] announced already, and
+    /// answering them cost the relay and the saga workers a query each that found nothing.
+    /// Errors: the listener's connection failed.
+    pub async fn wake_up_from_others(&self, listener: &mut PgListener) -> Result<PgNotification, sqlx::Error> {
+        loop {
+            let notification = listener.recv().await?;
+            if notification.payload() != self.inner.instance {
+                return Ok(notification);
+            }
+        }
     }
 
     /// Changes after every commit in this process that staged a saga statement (the
@@ -406,11 +425,12 @@ pub fn decode_event<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, 
 
 /// Sends `NOTIFY` for other processes after commits, at most once per debounce window:
 /// never inside a command's transaction, where it would serialise every commit.
-async fn send_debounced_notifies(pool: PgPool, wake: Arc<Notify>) {
+async fn send_debounced_notifies(pool: PgPool, wake: Arc<Notify>, instance: String) {
     const DEBOUNCE: Duration = Duration::from_millis(20);
     loop {
         wake.notified().await;
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&pool).await {
+        let sent = sqlx::query("SELECT pg_notify($1, $2)").bind(WAKE_CHANNEL).bind(&instance).execute(&pool).await;
+        if let Err(error) = sent {
             tracing::debug!(%error, "could not send the wake-up NOTIFY; the relays' poll covers it");
         }
         tokio::time::sleep(DEBOUNCE).await;

@@ -7,8 +7,11 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use domain::wallet::{Wallet, WalletCommand};
-use event_store::{Begun, CommandContext, Committed, Idempotency, Outcome, Store, StoreError, UnitOfWork};
+use event_store::{
+    Begun, CommandContext, Committed, Idempotency, Outcome, Store, StoreError, UnitOfWork, WAKE_CHANNEL,
+};
 use rust_decimal::Decimal;
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -266,4 +269,24 @@ async fn only_a_commit_that_stages_a_saga_wakes_the_saga_workers() {
     uow.stage_saga_statement("INSERT INTO sagas (saga_id) VALUES ($1)", arguments);
     assert!(uow.commit(ok).await.is_err(), "a saga row without its kind is refused");
     assert!(!sagas_woken.has_changed().unwrap(), "nothing committed");
+}
+
+#[tokio::test]
+async fn a_store_skips_its_own_wake_up_notifications_and_answers_another_stores() {
+    let pool = test_pool().await;
+    let (here, there) = (Store::new(pool.clone()), Store::new(pool.clone()));
+    let mut everything = PgListener::connect_with(&pool).await.unwrap();
+    everything.listen(WAKE_CHANNEL).await.unwrap();
+    let mut heres = PgListener::connect_with(&pool).await.unwrap();
+    heres.listen(WAKE_CHANNEL).await.unwrap();
+
+    let wallet = Uuid::new_v4();
+    run(&here, wallet, open(wallet)).await.unwrap();
+    let from_here = everything.recv().await.unwrap();
+    run(&there, wallet, deposit("1.00")).await.unwrap();
+    let from_there = everything.recv().await.unwrap();
+    assert_ne!(from_here.payload(), from_there.payload(), "each store names itself");
+
+    let woken_by = here.wake_up_from_others(&mut heres).await.unwrap();
+    assert_eq!(woken_by.payload(), from_there.payload(), "its own NOTIFY was skipped");
 }

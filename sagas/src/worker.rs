@@ -64,7 +64,7 @@ impl SagaWorker {
             }
             tokio::select! {
                 _ = saga_staged.changed() => {}
-                notification = listener.recv() => { notification?; }
+                woken = self.store.wake_up_from_others(&mut listener) => { woken?; }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
             }
         }

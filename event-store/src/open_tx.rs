@@ -51,14 +51,13 @@ impl Connections {
 pub(crate) struct OpenTransaction {
     /// `None` only once the transaction ended and its connection was kept.
     conn: Option<PgConnection>,
-    open: bool,
     connections: Arc<Connections>,
 }
 
 impl OpenTransaction {
     /// Opens a transaction and allocates `event_count` positions in it, the transaction's
-    /// first write (DESIGN.md section 1: `ledger_allocate_positions` takes the transaction id
-    /// under its lock). Errors: `Database` (no connection, Postgres down).
+    /// first write (`ledger_allocate_positions` takes the transaction id under its lock:
+    /// docs/design-notes.md, "Positions"). Errors: `Database` (no connection, Postgres down).
     pub(crate) async fn begin(
         connections: &Arc<Connections>,
         event_count: usize,
@@ -82,7 +81,7 @@ impl OpenTransaction {
         event_count: usize,
     ) -> Result<(OpenTransaction, Vec<i64>), StoreError> {
         // The guard exists before BEGIN is sent: a begin cancelled or failed halfway closes.
-        let mut tx = OpenTransaction { conn: Some(conn), open: true, connections: connections.clone() };
+        let mut tx = OpenTransaction { conn: Some(conn), connections: connections.clone() };
         if event_count == 0 {
             tx.execute("BEGIN").await?;
             return Ok((tx, Vec::new()));
@@ -116,7 +115,6 @@ impl OpenTransaction {
     /// The transaction is over: its connection is kept for the next one. (An `OpenTransaction`
     /// dropped before this drops its connection, which closes it.)
     fn end(&mut self) {
-        self.open = false;
         if let Some(conn) = self.conn.take() {
             self.connections.keep(conn);
         }

@@ -32,12 +32,6 @@ const FAILURE_BACKOFF: Duration = Duration::from_millis(500);
 /// A chain checkpoint is stored after this many events, or this long, whichever comes first.
 const CHECKPOINT_EVENTS: i64 = 1000;
 const CHECKPOINT_AGE_MAX: Duration = Duration::from_secs(10);
-/// Where the relay stands is stored at most this often while it publishes, and this long
-/// after its last batch at most. Under load it published a batch of about 12 events every
-/// 4 ms, and storing each one was one Postgres commit in eight. A relay that restarts
-/// publishes again what it had not stored: JetStream drops those as duplicates (`Nats-Msg-Id`
-/// within the stream's duplicate window, bus.rs) and consumers ignore repeats.
-const STATE_SAVE_INTERVAL: Duration = Duration::from_millis(20);
 
 pub struct Relay {
     store: Store,
@@ -52,21 +46,6 @@ struct RelayState {
     count: i64,
     checkpointed_count: i64,
     checkpointed_at: Instant,
-    /// The position stored in `relay_state`, and when.
-    saved_position: i64,
-    saved_at: Instant,
-}
-
-impl RelayState {
-    /// When what was published since the last save must be stored, if anything was.
-    fn save_deadline(&self) -> Option<Instant> {
-        (self.position != self.saved_position).then_some(self.saved_at + STATE_SAVE_INTERVAL)
-    }
-
-    fn checkpoint_due(&self) -> bool {
-        self.count - self.checkpointed_count >= CHECKPOINT_EVENTS
-            || self.checkpointed_at.elapsed() >= CHECKPOINT_AGE_MAX
-    }
 }
 
 impl Relay {
@@ -102,10 +81,7 @@ impl Relay {
             committed.borrow_and_update();
             match self.publish_next_batch(&mut lock_conn, &js, &mut state).await? {
                 BatchResult::Published => continue,
-                BatchResult::WaitingForOlderTransaction => {
-                    save_if_due(&mut lock_conn, &mut state).await?;
-                    tokio::time::sleep(HORIZON_POLL).await;
-                }
+                BatchResult::WaitingForOlderTransaction => tokio::time::sleep(HORIZON_POLL).await,
                 // A batch that took every committed event needs no second query to learn that
                 // nothing is left (under load that query found nothing every other time).
                 BatchResult::CaughtUp | BatchResult::Empty => {
@@ -113,7 +89,6 @@ impl Relay {
                         _ = committed.changed() => {}
                         woken = self.store.wake_up_from_others(&mut listener) => { woken?; }
                         _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = sleep_until_or_never(state.save_deadline()) => save_state(&mut lock_conn, &mut state).await?,
                     }
                 }
             }
@@ -158,7 +133,7 @@ impl Relay {
                 state.count += 1;
                 state.position = event.position;
             }
-            save_if_due(conn, state).await?;
+            save_state(conn, state).await?;
         }
         match safe.len() == rows.len() && rows.len() < RELAY_BATCH_MAX as usize {
             true => Ok(BatchResult::CaughtUp),
@@ -225,29 +200,12 @@ async fn load_state(conn: &mut PgConnection) -> Result<RelayState, StoreError> {
         count,
         checkpointed_count: count,
         checkpointed_at: Instant::now(),
-        saved_position: row.get(0),
-        saved_at: Instant::now(),
     })
 }
 
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Stores where the relay stands if the last save is [`STATE_SAVE_INTERVAL`] old, or a chain
-/// checkpoint is due.
-async fn save_if_due(conn: &mut PgConnection, state: &mut RelayState) -> Result<(), StoreError> {
-    match state.save_deadline() {
-        Some(deadline) if Instant::now() >= deadline || state.checkpoint_due() => save_state(conn, state).await,
-        _ => Ok(()),
-    }
-}
-
 async fn save_state(conn: &mut PgConnection, state: &mut RelayState) -> Result<(), StoreError> {
-    let checkpoint_due = state.checkpoint_due();
+    let checkpoint_due = state.count - state.checkpointed_count >= CHECKPOINT_EVENTS
+        || state.checkpointed_at.elapsed() >= CHECKPOINT_AGE_MAX;
     sqlx::query(
         "WITH saved AS ( \
            UPDATE relay_state SET published_position = $1, global_hash = $2, global_count = $3, \
@@ -265,8 +223,6 @@ async fn save_state(conn: &mut PgConnection, state: &mut RelayState) -> Result<(
         state.checkpointed_count = state.count;
         state.checkpointed_at = Instant::now();
     }
-    state.saved_position = state.position;
-    state.saved_at = Instant::now();
     Ok(())
 }
 

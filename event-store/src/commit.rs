@@ -44,15 +44,12 @@ pub(crate) struct Submission {
 
 pub(crate) type Queue = mpsc::UnboundedSender<Submission>;
 
-/// Starts the committer of `store`, writing on connections of `pool` (the store's); it ends
-/// when every sender of the queue is gone.
-pub(crate) fn start(
-    store_queue: mpsc::UnboundedReceiver<Submission>,
-    store: std::sync::Weak<crate::store::Inner>,
-    pool: sqlx::PgPool,
-) {
+/// Starts the committer of `store`, writing on connections of its pool; it ends when every
+/// sender of the queue is gone.
+pub(crate) fn start(store_queue: mpsc::UnboundedReceiver<Submission>, store: &Arc<crate::store::Inner>) {
     // One connection for the statements of the next group and one per COMMIT in flight.
-    tokio::spawn(run(store_queue, store, Connections::new(pool, COMMITS_IN_FLIGHT_MAX + 1)));
+    let connections = Connections::new(store.pool.clone(), COMMITS_IN_FLIGHT_MAX + 1);
+    tokio::spawn(run(store_queue, Arc::downgrade(store), connections));
 }
 
 async fn run(

@@ -210,7 +210,7 @@ impl Store {
             commands_running: std::sync::Mutex::new(HashSet::new()),
             command_finished: Notify::new(),
         });
-        commit::start(queue, Arc::downgrade(&inner), pool.clone());
+        commit::start(queue, &inner);
         tokio::spawn(send_debounced_notifies(pool, notify_others, instance));
         Store { inner }
     }

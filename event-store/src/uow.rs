@@ -576,11 +576,11 @@ impl UnitOfWork {
             }
         }
         let units = [&write];
-        let written = match allocate_positions(&mut tx, event_count(&units)).await {
-            Ok(positions) => write_units(&mut tx, &units, &positions).await,
-            Err(error) => Err(error),
+        let written = async {
+            let positions = allocate_positions(&mut tx, event_count(&units)).await?;
+            write_units(&mut tx, &units, &positions).await
         };
-        let written = match written {
+        let written = match written.await {
             Ok(mut written) => written.remove(0),
             Err(error) => return self.fail(tx, error),
         };

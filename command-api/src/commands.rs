@@ -74,12 +74,19 @@ where
             Begun::Fresh(uow) => *uow,
             Begun::Replayed(outcome) => return Ok(respond(&outcome, true)),
         };
+        let refusal_basis = uow.refusal_basis();
         match body(uow).await {
             Ok(committed) => return Ok(respond(&committed.outcome, false)),
             Err(error) if error.code == "conflict_retry_exhausted" && attempt + 1 < COMMAND_ATTEMPTS_MAX => {
                 back_off(attempt).await;
             }
             Err(error) if error.is_rejection() => {
+                // Refused on a state whose commit then failed: that state never was, so neither
+                // answer nor store the refusal; decide again from what is stored.
+                if !refusal_basis.stands().await {
+                    back_off(attempt).await;
+                    continue;
+                }
                 reject(state, &input, idempotency.as_ref(), &error).await;
                 return Err(error);
             }

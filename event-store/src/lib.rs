@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use metadata::CommandContext;
 pub use record::{PublishedEvent, RecordedEvent};
 pub use relay::Relay;
-pub use store::{Loaded, RunningCommand, Snapshotted, Store, WAKE_CHANNEL};
+pub use store::{Loaded, RefusalBasis, RunningCommand, Snapshotted, Store, WAKE_CHANNEL};
 pub use uow::{Begun, Committed, Executed, Idempotency, Outcome, UnitOfWork, IDEMPOTENCY_WAIT_MAX};
 
 /// The schema migrations under the workspace's `migrations/`, embedded in the binary.

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::commit;
 use crate::error::StoreError;
 use crate::record::{RecordedEvent, GENESIS_HASH};
-use crate::write::HeadHash;
+use crate::write::{HeadHash, StreamKey};
 
 /// Streams are serialised in-process through this many striped locks, so a hot wallet queues
 /// instead of failing on optimistic conflicts (a bounded table, whatever the stream count).
@@ -145,6 +145,40 @@ pub(crate) fn commit_state(pending: &PendingCommit) -> CommitState {
     }
 }
 
+/// The commits still in flight that the states a unit of work's commands were refused on
+/// came from (earlier commands on those streams, not committed yet). Such a refusal is this
+/// process's newest word on the stream and stands, unless that commit then fails (a conflict,
+/// a database error): the state it was decided on never was. A caller for whom a refusal is
+/// final (a saga compensating, a command storing it as its outcome) asks [`stands`](Self::stands)
+/// after letting go of the unit of work, and decides again from a fresh load if not; one that
+/// acts on it in the same unit of work asks [`settled`](Self::settled) first.
+#[derive(Clone, Default)]
+pub struct RefusalBasis(Arc<std::sync::Mutex<Vec<PendingCommit>>>);
+
+impl RefusalBasis {
+    pub(crate) fn add(&self, commit: PendingCommit) {
+        self.0.lock().expect("refusal basis lock poisoned").push(commit);
+    }
+
+    /// Whether every one of those commits has committed already (true when there are none).
+    pub fn settled(&self) -> bool {
+        let commits = self.0.lock().expect("refusal basis lock poisoned");
+        commits.iter().all(|commit| commit_state(commit) == CommitState::Committed)
+    }
+
+    /// Waits until those commits ended; whether every one committed. Wait with no stripe
+    /// held: a commit may need what a unit of work queued on its stripe holds.
+    pub async fn stands(&self) -> bool {
+        let commits = self.0.lock().expect("refusal basis lock poisoned").clone();
+        for commit in commits {
+            if !committed(commit).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Waits until a pending commit ends; whether it committed.
 pub(crate) async fn committed(mut pending: PendingCommit) -> bool {
     match pending.outcome.wait_for(Option::is_some).await {
@@ -153,12 +187,37 @@ pub(crate) async fn committed(mut pending: PendingCommit) -> bool {
     }
 }
 
+/// A stripe of the in-process stream lock: the state of the stream it served last, and the
+/// commits still in flight that wrote any of its streams.
+#[derive(Default)]
+pub(crate) struct Stripe {
+    pub(crate) cached: Option<CachedStream>,
+    /// Until one of these ends, the database may not show its write yet, so a stream it wrote
+    /// is not loaded from there: the load would miss this process's newest word on the stream
+    /// (its cached state was lost: another stream on the stripe took its place, or a unit of
+    /// work that wrote on it was dropped), and a refusal decided on that load would stand.
+    in_flight: Vec<(StreamKey, PendingCommit)>,
+}
+
+impl Stripe {
+    /// Notes that `commit`, not ended yet, writes `stream`; forgets the commits that ended.
+    pub(crate) fn note_in_flight(&mut self, stream: &StreamKey, commit: &PendingCommit) {
+        self.in_flight.retain(|(_, pending)| commit_state(pending) == CommitState::Running);
+        self.in_flight.push((stream.clone(), commit.clone()));
+    }
+
+    /// Whether a commit of this process that wrote `stream` is still in flight.
+    pub(crate) fn writes_in_flight(&self, stream: &StreamKey) -> bool {
+        self.in_flight.iter().any(|(key, pending)| key == stream && commit_state(pending) == CommitState::Running)
+    }
+}
+
 /// A held stripe, with the stream state it caches.
-pub(crate) type StripeGuard = OwnedMutexGuard<Option<CachedStream>>;
+pub(crate) type StripeGuard = OwnedMutexGuard<Stripe>;
 
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
-    stripes: Vec<Arc<Mutex<Option<CachedStream>>>>,
+    stripes: Vec<Arc<Mutex<Stripe>>>,
     /// Counts commits in this process: the relay wakes on its changes.
     pub(crate) committed: watch::Sender<u64>,
     /// Counts commits in this process that created or woke a saga: the saga workers wake on
@@ -199,7 +258,7 @@ impl Store {
         let (committer, queue) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool: pool.clone(),
-            stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(None))).collect(),
+            stripes: (0..STREAM_LOCK_STRIPES).map(|_| Arc::new(Mutex::new(Stripe::default()))).collect(),
             committed: watch::Sender::new(0),
             saga_staged: watch::Sender::new(0),
             notify_others: notify_others.clone(),

@@ -23,7 +23,8 @@ use crate::error::StoreError;
 use crate::metadata::CommandContext;
 use crate::record::GENESIS_HASH;
 use crate::store::{
-    commit_state, committed, CachedStream, CommitState, PendingCommit, Snapshotted, Store, StripeGuard, Wrote,
+    commit_state, committed, CachedStream, CommitState, PendingCommit, RefusalBasis, Snapshotted, Store, StripeGuard,
+    Wrote,
 };
 use crate::write::{
     allocate_positions, event_count, write_units, Claim, HeadHash, Respond, SideInsert, SideRow, StagedEvent,
@@ -119,6 +120,7 @@ pub struct UnitOfWork {
     stages_saga: bool,
     /// Stripes held until the unit of work ends, by index.
     stream_locks: Vec<(usize, StripeGuard)>,
+    refusal_basis: RefusalBasis,
 }
 
 /// What a committed unit of work returns.
@@ -153,6 +155,7 @@ impl Store {
             statements: Vec::new(),
             stages_saga: false,
             stream_locks: Vec::new(),
+            refusal_basis: RefusalBasis::default(),
         })))
     }
 
@@ -197,6 +200,12 @@ async fn stored_outcome(store: &Store, key: &Idempotency) -> Result<Option<Outco
 impl UnitOfWork {
     pub fn context(&self) -> &CommandContext {
         &self.context
+    }
+
+    /// The commits in flight that the states this unit of work's commands were refused on came
+    /// from: whether its refusals stand (wait for that with the unit of work let go).
+    pub fn refusal_basis(&self) -> RefusalBasis {
+        self.refusal_basis.clone()
     }
 
     /// The unit of work's own transaction, opened on first use (never for writes: stage
@@ -300,8 +309,9 @@ impl UnitOfWork {
     /// be behind another process's write, and unlike a write (which conflicts) a refusal is
     /// never checked against the database. `decide` may therefore run twice. A state whose
     /// commit is still in flight is this process's newest word on the stream, and its refusal
-    /// stands: waiting for that commit under the stream's stripe would hold up a hot stream,
-    /// and the commit may need a pooled connection that commands queued on the stripe hold.
+    /// stands if that commit does ([`refusal_basis`](Self::refusal_basis)): waiting for the
+    /// commit here, under the stream's stripe, would hold up a hot stream, and the commit may
+    /// need a pooled connection that commands queued on the stripe hold.
     pub async fn execute_with<A: Snapshotted, E: From<A::Error>>(
         &mut self,
         aggregate_id: &str,
@@ -311,7 +321,11 @@ impl UnitOfWork {
         let stream = (A::TYPE, aggregate_id.to_string());
         let (aggregate, sequence) = self.current_state::<A>(&stream).await?;
         let decided = self.decide_on::<A, E>(&stream, aggregate, sequence, &mut decide, services).await?;
-        if decided.is_ok() || !self.decided_on_cache(&stream) {
+        if decided.is_ok() {
+            return Ok(decided);
+        }
+        if !self.decided_on_cache(&stream) {
+            self.note_refusal_basis(&stream);
             return Ok(decided);
         }
         // The stored state takes the cached one's place in this unit of work.
@@ -356,6 +370,14 @@ impl UnitOfWork {
         Ok(Ok(Executed { aggregate, events, sequence }))
     }
 
+    /// Notes the commit in flight, if any, that the stream's state (just refused on) came from.
+    fn note_refusal_basis(&self, stream: &StreamKey) {
+        let pending = self.heads.get(stream).and_then(|head| head.pending.as_ref());
+        if let Some(pending) = pending.filter(|pending| commit_state(pending) == CommitState::Running) {
+            self.refusal_basis.add(pending.clone());
+        }
+    }
+
     /// Whether the stream's state in this unit of work is the cache's committed one, untouched
     /// by it: a refusal decided on it may be stale.
     fn decided_on_cache(&self, stream: &StreamKey) -> bool {
@@ -366,8 +388,13 @@ impl UnitOfWork {
     }
 
     /// The stream's stored state (snapshot + tail), loaded from the database and registered
-    /// with this unit of work as not from the cache.
+    /// with this unit of work as not from the cache. While a commit of this process that
+    /// wrote the stream is in flight, the database may not show it yet: a conflict, retried
+    /// by the caller once that commit has ended (its state in the cache was lost meanwhile).
     async fn load_stored<A: Snapshotted>(&mut self, stream: &StreamKey) -> Result<(A, i64), StoreError> {
+        if self.hold_stripe(stream).await?.writes_in_flight(stream) {
+            return Err(StoreError::Conflict);
+        }
         let store = self.store.clone();
         let loaded = store.load::<A>(self.reader().await?, &stream.1, true).await?;
         let head = StreamHead {
@@ -466,8 +493,8 @@ impl UnitOfWork {
     ) -> Result<(), StoreError> {
         let stream = (aggregate_type, aggregate_id.to_string());
         let stripe = self.hold_stripe(&stream).await?;
-        if stripe.as_ref().is_some_and(|cached| cached.key == stream) {
-            **stripe = None;
+        if stripe.cached.as_ref().is_some_and(|cached| cached.key == stream) {
+            stripe.cached = None;
         }
         let head = StreamHead {
             start_hash: HeadHash::Known(prev_hash),
@@ -632,14 +659,19 @@ impl UnitOfWork {
 
     /// Leaves each stream's state in its stripe's cache for the next unit of work, and
     /// returns the snapshots that came due. When committing (`written`: the hash of each
-    /// stream written, and this commit): a stream written waits on this commit; one only read
-    /// is dropped. Otherwise (nothing committed) only states read from the cache go back, as
-    /// they were. The cache so holds only states this process wrote.
+    /// stream written, and this commit): a stream written waits on this commit, which its
+    /// stripe notes as in flight; one only read is dropped, unless its own commit is still in
+    /// flight. Otherwise (nothing committed) only states read from the cache go back, as they
+    /// were. The cache so holds only states this process wrote.
     fn cache_states(&mut self, written: Option<(HashMap<StreamKey, HeadHash>, PendingCommit)>) -> Vec<DueSnapshot> {
         let mut due = Vec::new();
         for (key, mut head) in std::mem::take(&mut self.heads) {
+            let in_flight = head.pending.as_ref().is_some_and(|pending| commit_state(pending) == CommitState::Running);
             let cached = match (&written, head.written) {
                 (Some((hashes, this_commit)), true) => {
+                    if let Some(stripe) = self.stripe_of(&key) {
+                        stripe.note_in_flight(&key, this_commit);
+                    }
                     let hash = hashes[&key].clone();
                     if let Some(snapshot) = head.snapshot.take() {
                         head.snapshot_sequence = snapshot.sequence;
@@ -649,26 +681,32 @@ impl UnitOfWork {
                 }
                 // Nothing committed: a state only read from the cache goes back as it was.
                 (None, false) if head.from_cache => Some((head.start_hash, head.pending)),
-                // A state only read from the cache by a unit that commits shows a stale read
-                // only at commit; one read from the database may predate a commit on the
-                // stream still in flight (whose cached state another stream on the stripe
-                // took the place of), and cached it would outlive that commit.
+                // So does one still waiting for its own commit: the newest word on the stream.
+                (Some(_), false) if head.from_cache && in_flight => Some((head.start_hash, head.pending)),
+                // A committed state only read from the cache by a unit that commits shows a
+                // stale read only at commit; one read from the database may predate a commit
+                // that another unit of work starts meanwhile, and cached it would outlive it.
                 _ => None,
             };
             let (Some((head_hash, pending)), Some(state)) = (cached, head.state.take()) else { continue };
-            let stripe = self.store.stream_stripe(&key);
-            if let Some((_, guard)) = self.stream_locks.iter_mut().find(|(held, _)| *held == stripe) {
-                **guard = Some(CachedStream {
-                    key,
-                    sequence: head.sequence,
-                    head_hash,
-                    snapshot_sequence: head.snapshot_sequence,
-                    state,
-                    pending,
-                });
-            }
+            let Some(stripe) = self.stripe_of(&key) else { continue };
+            stripe.cached = Some(CachedStream {
+                key,
+                sequence: head.sequence,
+                head_hash,
+                snapshot_sequence: head.snapshot_sequence,
+                state,
+                pending,
+            });
         }
         due
+    }
+
+    /// The stripe of a stream, if this unit of work holds it (it does for every stream it
+    /// touched until it lets go of them at commit).
+    fn stripe_of(&mut self, stream: &StreamKey) -> Option<&mut StripeGuard> {
+        let stripe = self.store.stream_stripe(stream);
+        self.stream_locks.iter_mut().find(|(held, _)| *held == stripe).map(|(_, guard)| guard)
     }
 }
 
@@ -725,8 +763,8 @@ impl Drop for UnitOfWork {
 /// Takes the stripe's cached state if it is `stream`'s and its writer has not failed (then
 /// the state is dropped and the stream loaded from the database).
 fn take_cached(stripe: &mut StripeGuard, stream: &StreamKey) -> Option<CachedStream> {
-    let mut cached = match stripe.as_ref() {
-        Some(cached) if cached.key == *stream => stripe.take()?,
+    let mut cached = match stripe.cached.as_ref() {
+        Some(cached) if cached.key == *stream => stripe.cached.take()?,
         _ => return None,
     };
     match cached.pending.as_ref().map(commit_state) {

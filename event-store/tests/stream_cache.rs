@@ -262,3 +262,89 @@ async fn events_appended_through_the_cqrs_es_store_replace_the_cached_state() {
         "no conflict, no stale state"
     );
 }
+
+/// A withdrawal refused on the wallet's state: the unit of work's refusal basis, taken after
+/// it is dropped.
+async fn refused_withdrawal(store: &Store, wallet: Uuid, amount: &str) -> event_store::RefusalBasis {
+    let mut uow = begin(store).await;
+    let refused = uow.execute::<Wallet>(&wallet.to_string(), withdrawal(amount), &()).await.unwrap();
+    assert!(refused.is_err(), "{amount} is more than the wallet holds");
+    uow.refusal_basis()
+}
+
+/// A refusal decided on a state whose commit is in flight stands only if that commit does:
+/// here it fails, so the 5.00 the refusal counted never was.
+#[tokio::test]
+async fn a_refusal_on_a_state_whose_commit_fails_does_not_stand() {
+    let (store, wallet, gate, first) = wallet_with_held_deposit(true).await;
+    let basis = refused_withdrawal(&store, wallet, "6.00").await;
+    assert!(!basis.settled(), "the state refused on is not committed yet");
+    release_gate(gate).await;
+    assert!(first.await.unwrap().is_err(), "the first commit is refused");
+    assert!(!basis.stands().await, "the state refused on never was");
+}
+
+#[tokio::test]
+async fn a_refusal_on_a_state_whose_commit_succeeds_stands() {
+    let (store, wallet, gate, first) = wallet_with_held_deposit(false).await;
+    let basis = refused_withdrawal(&store, wallet, "6.00").await;
+    release_gate(gate).await;
+    first.await.unwrap().expect("the first commits");
+    assert!(basis.stands().await && basis.settled());
+
+    // Decided on committed states only: settled at once.
+    let basis = refused_withdrawal(&store, wallet, "6.00").await;
+    assert!(basis.settled());
+}
+
+/// A unit of work that wrote on a cached state and was dropped takes that state with it, while
+/// the commit it came from is still in flight. The database does not show that commit yet: a
+/// load from it would refuse a withdrawal the in-flight deposit pays for. It is a conflict
+/// instead, and the retry after the commit sees it.
+#[tokio::test]
+async fn a_stream_is_not_loaded_from_the_database_while_a_commit_on_it_is_in_flight() {
+    let (store, wallet, gate, first) = wallet_with_held_deposit(false).await;
+    let mut dropped = begin(&store).await;
+    dropped.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();
+    drop(dropped);
+
+    let mut uow = begin(&store).await;
+    let withdrawn = uow.execute::<Wallet>(&wallet.to_string(), withdrawal("4.00"), &()).await;
+    assert!(matches!(withdrawn, Err(StoreError::Conflict)), "not refused on the stored 0.00: {:?}", withdrawn.err());
+    drop(uow);
+
+    release_gate(gate).await;
+    first.await.unwrap().expect("the first commits");
+    assert_eq!(run(&store, wallet, withdrawal("4.00")).await.unwrap(), "1.00".parse().unwrap());
+}
+
+/// A unit of work that only read a state still waiting for its commit, and committed writes
+/// elsewhere, leaves that state cached: the next command on the stream continues from it.
+#[tokio::test]
+async fn a_state_in_flight_that_a_committing_unit_only_read_stays_cached() {
+    let (store, wallet, gate, first) = wallet_with_held_deposit(false).await;
+    let elsewhere = Uuid::new_v4();
+    let mut reader = begin(&store).await;
+    let look = reader.state::<Wallet>(&wallet.to_string()).await.unwrap();
+    assert_eq!(look.balance, "5.00".parse().unwrap(), "the look is the deposit's state in flight");
+    reader.execute::<Wallet>(&elsewhere.to_string(), open(elsewhere), &()).await.unwrap().unwrap();
+    let reader = tokio::spawn(reader.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+
+    let mut next = begin(&store).await;
+    let executed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        next.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()),
+    )
+    .await
+    .expect("the stripe is free")
+    .expect("continued from the cached state, no conflict")
+    .unwrap();
+    assert_eq!(executed.aggregate.balance, "6.00".parse().unwrap());
+    let next = tokio::spawn(next.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+
+    release_gate(gate).await;
+    first.await.unwrap().expect("the first commits");
+    reader.await.unwrap().expect("the reader commits after it");
+    next.await.unwrap().expect("the next commits after it");
+    assert_eq!(stored_balance(&store, wallet).await, "6.00".parse().unwrap());
+}

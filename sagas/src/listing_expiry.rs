@@ -8,7 +8,7 @@ use event_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::step::{begin_step, finish, mark, StepResult};
+use crate::step::{begin_step, finish, let_go_of_refused, mark, StepResult};
 
 pub const LISTING_EXPIRY_SAGA: &str = "listing_expiry";
 
@@ -30,7 +30,7 @@ pub async fn expire(
         Ok(executed) => executed.aggregate,
         // Cancelled before it expired: nothing left to do.
         Err(ListingError::NotActive) => {
-            drop(uow);
+            let_go_of_refused(uow).await?;
             mark(store, saga_id, "completed").await?;
             return Ok(StepResult::AlreadySettled);
         }

@@ -11,7 +11,7 @@ use event_store::{Snapshotted, Store, StoreError, UnitOfWork};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::step::{begin_step, finish, mark, StepResult};
+use crate::step::{begin_step, finish, let_go_of_refused, mark, refusal_settled, StepResult};
 
 pub const PURCHASE_SAGA: &str = "purchase";
 
@@ -49,7 +49,8 @@ pub async fn settle(
             Err(error) => settled_elsewhere(store, saga_id, uow, error).await,
         },
         Some(reason) => {
-            drop(uow);
+            let_go_of_refused(uow).await?;
+            tracing::info!(%saga_id, reason, "purchase refused; releasing what it reserved");
             compensate(store, saga_id, &saga.terms, reason, attempt_number).await
         }
     }
@@ -96,7 +97,12 @@ async fn compensate(
 ) -> Result<StepResult, StoreError> {
     let mut uow = begin_step(store, PURCHASE_SAGA, saga_id, "compensate", attempt_number).await?;
     let release = ListingCommand::ReleaseReservation { purchase_id: saga_id, reason: reason.clone() };
-    if let Ok(listing) = uow.execute::<Listing>(&terms.listing_id.to_string(), release, &()).await? {
+    let released = uow.execute::<Listing>(&terms.listing_id.to_string(), release, &()).await?;
+    if released.is_err() {
+        // Nothing reserved to release: make sure of it before closing the purchase without.
+        refusal_settled(&uow)?;
+    }
+    if let Ok(listing) = released {
         // A cancelled or expired listing holds only what purchases in flight may capture.
         let target = listing.aggregate.hold_target();
         let resize = WalletCommand::ResizeHold { hold_id: terms.listing_id, remaining: target };
@@ -108,6 +114,7 @@ async fn compensate(
     }
     let release_funds = WalletCommand::ReleaseHold { hold_id: saga_id };
     if let Some(refusal) = attempt::<Wallet>(&mut uow, terms.buyer_cash_wallet_id, release_funds).await? {
+        refusal_settled(&uow)?;
         tracing::warn!(%saga_id, refusal, "the buyer's hold was already gone");
     }
     match uow.execute::<Purchase>(&saga_id.to_string(), PurchaseCommand::Fail { reason }, &()).await? {

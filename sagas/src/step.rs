@@ -1,5 +1,6 @@
 //! What every saga step shares: a derived command id, the saga row moved in the step's own
-//! transaction, and closing a row whose work an earlier attempt already did.
+//! transaction, closing a row whose work an earlier attempt already did, and refusals acted on
+//! only once the states they were decided on have committed.
 
 use event_store::{Begun, CommandContext, Outcome, Store, StoreError, UnitOfWork};
 use uuid::Uuid;
@@ -57,4 +58,26 @@ pub async fn mark(store: &Store, saga_id: Uuid, status: &str) -> Result<(), Stor
         .execute(store.pool())
         .await?;
     Ok(())
+}
+
+/// Lets go of a step whose command was refused and waits for the commits still in flight that
+/// the refusal was decided on. When one of them failed, the state refused on never was: a
+/// conflict, so that the step is decided again from what is stored, never compensated for a
+/// refusal that did not hold.
+pub async fn let_go_of_refused(uow: UnitOfWork) -> Result<(), StoreError> {
+    let basis = uow.refusal_basis();
+    drop(uow);
+    match basis.stands().await {
+        true => Ok(()),
+        false => Err(StoreError::Conflict),
+    }
+}
+
+/// For a refusal a step acts on in the same unit of work: a conflict (the step runs again
+/// shortly) while a state it was decided on waits for its commit, which may yet fail.
+pub fn refusal_settled(uow: &UnitOfWork) -> Result<(), StoreError> {
+    match uow.refusal_basis().settled() {
+        true => Ok(()),
+        false => Err(StoreError::Conflict),
+    }
 }

@@ -7,7 +7,7 @@ use domain::transfer::{Transfer, TransferCommand, TransferError, TransferParties
 use domain::wallet::{Wallet, WalletCommand};
 use event_store::{Store, StoreError, UnitOfWork};
 
-use crate::step::{begin_step, finish, mark, StepResult};
+use crate::step::{begin_step, finish, mark, refusal_settled, StepResult};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -45,7 +45,9 @@ pub async fn settle_in(uow: &mut UnitOfWork, parties: &TransferParties) -> Resul
     let (transfer_command, settlement) = match credited {
         Ok(_) => (TransferCommand::Complete, Settlement::Completed),
         Err(refusal) => {
-            // The destination refused (it is frozen, its balance would overflow): the money goes back.
+            // The destination refused (it is frozen, its balance would overflow): the money goes
+            // back, once that refusal is sure to hold.
+            refusal_settled(uow)?;
             let reason = refusal.code().to_string();
             let back = WalletCommand::ReturnTransfer {
                 transfer_id: parties.transfer_id,

@@ -194,8 +194,8 @@ pub(crate) struct Stripe {
     pub(crate) cached: Option<CachedStream>,
     /// Until one of these ends, the database may not show its write yet, so a stream it wrote
     /// is not loaded from there: the load would miss this process's newest word on the stream
-    /// (its cached state was lost: another stream on the stripe took its place, or a unit of
-    /// work that wrote on it was dropped), and a refusal decided on that load would stand.
+    /// (its cached state was lost: another stream on the stripe took its place, or a commit
+    /// built on it failed), and a refusal decided on that load would stand.
     in_flight: Vec<(StreamKey, PendingCommit)>,
 }
 
@@ -346,6 +346,13 @@ impl Store {
         let mut hasher = DefaultHasher::new();
         format!("{aggregate_type}/{aggregate_id}").hash(&mut hasher);
         (hasher.finish() as usize) % STREAM_LOCK_STRIPES
+    }
+
+    /// Whether two streams share a stripe, so that one's cached state takes the other's place:
+    /// for tests of what follows.
+    #[doc(hidden)]
+    pub fn share_a_stripe(&self, (a_type, a_id): (&'static str, &str), (b_type, b_id): (&'static str, &str)) -> bool {
+        self.stream_stripe(&(a_type, a_id.to_string())) == self.stream_stripe(&(b_type, b_id.to_string()))
     }
 
     /// Takes stripe `index`, waiting at most `STREAM_LOCK_WAIT_MAX`, or

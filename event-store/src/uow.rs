@@ -82,13 +82,21 @@ struct StreamHead {
     snapshot_sequence: i64,
     state: Option<Box<dyn Any + Send + Sync>>,
     snapshot: Option<PendingSnapshot>,
-    /// Where the state came from: the stripe's cache (checked at commit if only read) or the
-    /// database.
-    from_cache: bool,
+    /// The stripe's cache entry the state came from, as this unit of work took it (`None`:
+    /// loaded from the database). A state from the cache is checked at commit if only read,
+    /// and the entry goes back to the cache when the unit of work commits nothing, whatever it
+    /// wrote on the stream meanwhile: its commands never happened.
+    taken: Option<CachedStream>,
     /// Whether this unit of work staged events on the stream.
     written: bool,
     /// The commit the state waits for, when it came from a unit of work still committing.
     pending: Option<PendingCommit>,
+}
+
+impl StreamHead {
+    fn came_from_cache(&self) -> bool {
+        self.taken.is_some()
+    }
 }
 
 struct PendingSnapshot {
@@ -293,7 +301,7 @@ impl UnitOfWork {
             snapshot_sequence: 0,
             state: Some(Box::new(A::default())),
             snapshot: None,
-            from_cache: false,
+            taken: None,
             written: false,
             pending: None,
         };
@@ -383,7 +391,7 @@ impl UnitOfWork {
     fn decided_on_cache(&self, stream: &StreamKey) -> bool {
         self.heads.get(stream).is_some_and(|head| {
             let in_flight = head.pending.as_ref().is_some_and(|pending| commit_state(pending) == CommitState::Running);
-            head.from_cache && !head.written && !in_flight
+            head.came_from_cache() && !head.written && !in_flight
         })
     }
 
@@ -403,7 +411,7 @@ impl UnitOfWork {
             snapshot_sequence: loaded.snapshot_sequence,
             state: None,
             snapshot: None,
-            from_cache: false,
+            taken: None,
             written: false,
             pending: None,
         };
@@ -421,19 +429,21 @@ impl UnitOfWork {
         }
         let stripe = self.hold_stripe(stream).await?;
         if let Some(cached) = take_cached(stripe, stream) {
-            if let Ok(state) = cached.state.downcast::<A>() {
+            if let Some(state) = cached.state.downcast_ref::<A>() {
+                let state = state.clone();
+                let sequence = cached.sequence;
                 let head = StreamHead {
-                    start_hash: cached.head_hash,
-                    sequence: cached.sequence,
+                    start_hash: cached.head_hash.clone(),
+                    sequence,
                     snapshot_sequence: cached.snapshot_sequence,
                     state: None,
                     snapshot: None,
-                    from_cache: true,
                     written: false,
-                    pending: cached.pending,
+                    pending: cached.pending.clone(),
+                    taken: Some(cached),
                 };
                 self.heads.insert(stream.clone(), head);
-                return Ok((*state, cached.sequence));
+                return Ok((state, sequence));
             }
         }
         self.load_stored::<A>(stream).await
@@ -502,7 +512,7 @@ impl UnitOfWork {
             snapshot_sequence: 0,
             state: None,
             snapshot: None,
-            from_cache: false,
+            taken: None,
             written: true,
             pending: None,
         };
@@ -572,7 +582,7 @@ impl UnitOfWork {
         let cached_reads = self
             .heads
             .iter()
-            .filter(|(_, head)| head.from_cache && !head.written)
+            .filter(|(_, head)| head.came_from_cache() && !head.written)
             .map(|(key, head)| (key.clone(), head.sequence))
             .collect();
         UnitWrite {
@@ -661,13 +671,13 @@ impl UnitOfWork {
     /// returns the snapshots that came due. When committing (`written`: the hash of each
     /// stream written, and this commit): a stream written waits on this commit, which its
     /// stripe notes as in flight; one only read is dropped, unless its own commit is still in
-    /// flight. Otherwise (nothing committed) only states read from the cache go back, as they
-    /// were. The cache so holds only states this process wrote.
+    /// flight. Otherwise (nothing committed) the cache's entries go back as they were taken.
+    /// The cache so holds only states this process wrote.
     fn cache_states(&mut self, written: Option<(HashMap<StreamKey, HeadHash>, PendingCommit)>) -> Vec<DueSnapshot> {
         let mut due = Vec::new();
         for (key, mut head) in std::mem::take(&mut self.heads) {
             let in_flight = head.pending.as_ref().is_some_and(|pending| commit_state(pending) == CommitState::Running);
-            let cached = match (&written, head.written) {
+            let entry = match (&written, head.written) {
                 (Some((hashes, this_commit)), true) => {
                     if let Some(stripe) = self.stripe_of(&key) {
                         stripe.note_in_flight(&key, this_commit);
@@ -677,27 +687,30 @@ impl UnitOfWork {
                         head.snapshot_sequence = snapshot.sequence;
                         due.push(DueSnapshot { key: key.clone(), head_hash: hash.clone(), snapshot });
                     }
-                    Some((hash, Some(this_commit.clone())))
+                    head.state.take().map(|state| CachedStream {
+                        key: key.clone(),
+                        sequence: head.sequence,
+                        head_hash: hash,
+                        snapshot_sequence: head.snapshot_sequence,
+                        state,
+                        pending: Some(this_commit.clone()),
+                    })
                 }
-                // Nothing committed: a state only read from the cache goes back as it was.
-                (None, false) if head.from_cache => Some((head.start_hash, head.pending)),
-                // So does one still waiting for its own commit: the newest word on the stream.
-                (Some(_), false) if head.from_cache && in_flight => Some((head.start_hash, head.pending)),
+                // Nothing committed: the entry goes back as it was taken, even if the unit of
+                // work wrote on it (a later command refused): none of its commands happened.
+                (None, _) => head.taken.take(),
+                // So does one only read and still waiting for its own commit: the newest word
+                // on the stream.
+                (Some(_), false) if in_flight => head.taken.take(),
                 // A committed state only read from the cache by a unit that commits shows a
                 // stale read only at commit; one read from the database may predate a commit
                 // that another unit of work starts meanwhile, and cached it would outlive it.
                 _ => None,
             };
-            let (Some((head_hash, pending)), Some(state)) = (cached, head.state.take()) else { continue };
-            let Some(stripe) = self.stripe_of(&key) else { continue };
-            stripe.cached = Some(CachedStream {
-                key,
-                sequence: head.sequence,
-                head_hash,
-                snapshot_sequence: head.snapshot_sequence,
-                state,
-                pending,
-            });
+            let Some(entry) = entry else { continue };
+            if let Some(stripe) = self.stripe_of(&key) {
+                stripe.cached = Some(entry);
+            }
         }
         due
     }

@@ -2,6 +2,7 @@
 //! one committed, yet a write by another process (another `Store` on the same database) is
 //! never missed: a stale write conflicts and its retry reloads, a stale read fails at commit.
 
+use cqrs_es::Aggregate;
 use domain::wallet::{Wallet, WalletCommand};
 use event_store::{Begun, CommandContext, Outcome, Store, StoreError};
 use rust_decimal::Decimal;
@@ -297,16 +298,24 @@ async fn a_refusal_on_a_state_whose_commit_succeeds_stands() {
     assert!(basis.settled());
 }
 
-/// A unit of work that wrote on a cached state and was dropped takes that state with it, while
-/// the commit it came from is still in flight. The database does not show that commit yet: a
-/// load from it would refuse a withdrawal the in-flight deposit pays for. It is a conflict
-/// instead, and the retry after the commit sees it.
+/// A wallet whose stream shares `wallet`'s stripe in `store`, so that its cached state takes
+/// `wallet`'s place.
+fn wallet_on_the_same_stripe(store: &Store, wallet: Uuid) -> Uuid {
+    let wallet = wallet.to_string();
+    std::iter::repeat_with(Uuid::new_v4)
+        .find(|other| store.share_a_stripe((Wallet::TYPE, &wallet), (Wallet::TYPE, &other.to_string())))
+        .expect("one in about 4,096 does")
+}
+
+/// Another stream on the stripe takes the wallet's cached state's place while the deposit it
+/// waits for is still being committed. The database does not show that deposit yet: a load
+/// from it would refuse a withdrawal the deposit pays for. It is a conflict instead, and the
+/// retry after the commit sees the deposit.
 #[tokio::test]
 async fn a_stream_is_not_loaded_from_the_database_while_a_commit_on_it_is_in_flight() {
     let (store, wallet, gate, first) = wallet_with_held_deposit(false).await;
-    let mut dropped = begin(&store).await;
-    dropped.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();
-    drop(dropped);
+    let neighbour = wallet_on_the_same_stripe(&store, wallet);
+    run(&store, neighbour, open(neighbour)).await.unwrap();
 
     let mut uow = begin(&store).await;
     let withdrawn = uow.execute::<Wallet>(&wallet.to_string(), withdrawal("4.00"), &()).await;
@@ -316,6 +325,29 @@ async fn a_stream_is_not_loaded_from_the_database_while_a_commit_on_it_is_in_fli
     release_gate(gate).await;
     first.await.unwrap().expect("the first commits");
     assert_eq!(run(&store, wallet, withdrawal("4.00")).await.unwrap(), "1.00".parse().unwrap());
+}
+
+/// A unit of work that wrote on a cached state and was then dropped (a later command refused)
+/// leaves the state cached as it took it: the next command continues from the deposit still
+/// in flight, neither from the dropped deposit nor from the database.
+#[tokio::test]
+async fn a_dropped_unit_of_work_leaves_the_cached_state_as_it_took_it() {
+    let (store, wallet, gate, first) = wallet_with_held_deposit(false).await;
+    let mut dropped = begin(&store).await;
+    let deposited = dropped.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();
+    assert_eq!(deposited.aggregate.balance, "6.00".parse().unwrap());
+    drop(dropped);
+
+    let mut next = begin(&store).await;
+    let withdrawn = next.execute::<Wallet>(&wallet.to_string(), withdrawal("4.00"), &()).await;
+    let withdrawn = withdrawn.expect("from the cache: no conflict").expect("5.00 pays for 4.00");
+    assert_eq!(withdrawn.aggregate.balance, "1.00".parse().unwrap(), "the dropped deposit never happened");
+    let next = tokio::spawn(next.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+
+    release_gate(gate).await;
+    first.await.unwrap().expect("the first commits");
+    next.await.unwrap().expect("the withdrawal commits after it");
+    assert_eq!(stored_balance(&store, wallet).await, "1.00".parse().unwrap());
 }
 
 /// A unit of work that only read a state still waiting for its commit, and committed writes

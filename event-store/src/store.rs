@@ -179,6 +179,13 @@ impl RefusalBasis {
     }
 }
 
+impl PendingCommit {
+    /// Whether the commit is still running (neither committed nor failed).
+    pub(crate) fn in_flight(&self) -> bool {
+        commit_state(self) == CommitState::Running
+    }
+}
+
 /// Waits until a pending commit ends; whether it committed.
 pub(crate) async fn committed(mut pending: PendingCommit) -> bool {
     match pending.outcome.wait_for(Option::is_some).await {
@@ -202,13 +209,13 @@ pub(crate) struct Stripe {
 impl Stripe {
     /// Notes that `commit`, not ended yet, writes `stream`; forgets the commits that ended.
     pub(crate) fn note_in_flight(&mut self, stream: &StreamKey, commit: &PendingCommit) {
-        self.in_flight.retain(|(_, pending)| commit_state(pending) == CommitState::Running);
+        self.in_flight.retain(|(_, pending)| pending.in_flight());
         self.in_flight.push((stream.clone(), commit.clone()));
     }
 
     /// Whether a commit of this process that wrote `stream` is still in flight.
     pub(crate) fn writes_in_flight(&self, stream: &StreamKey) -> bool {
-        self.in_flight.iter().any(|(key, pending)| key == stream && commit_state(pending) == CommitState::Running)
+        self.in_flight.iter().any(|(key, pending)| key == stream && pending.in_flight())
     }
 }
 

@@ -97,6 +97,11 @@ impl StreamHead {
     fn came_from_cache(&self) -> bool {
         self.taken.is_some()
     }
+
+    /// The commit the state waits for, while it is still running.
+    fn commit_in_flight(&self) -> Option<&PendingCommit> {
+        self.pending.as_ref().filter(|pending| pending.in_flight())
+    }
 }
 
 struct PendingSnapshot {
@@ -380,8 +385,7 @@ impl UnitOfWork {
 
     /// Notes the commit in flight, if any, that the stream's state (just refused on) came from.
     fn note_refusal_basis(&self, stream: &StreamKey) {
-        let pending = self.heads.get(stream).and_then(|head| head.pending.as_ref());
-        if let Some(pending) = pending.filter(|pending| commit_state(pending) == CommitState::Running) {
+        if let Some(pending) = self.heads.get(stream).and_then(StreamHead::commit_in_flight) {
             self.refusal_basis.add(pending.clone());
         }
     }
@@ -389,10 +393,9 @@ impl UnitOfWork {
     /// Whether the stream's state in this unit of work is the cache's committed one, untouched
     /// by it: a refusal decided on it may be stale.
     fn decided_on_cache(&self, stream: &StreamKey) -> bool {
-        self.heads.get(stream).is_some_and(|head| {
-            let in_flight = head.pending.as_ref().is_some_and(|pending| commit_state(pending) == CommitState::Running);
-            head.came_from_cache() && !head.written && !in_flight
-        })
+        self.heads
+            .get(stream)
+            .is_some_and(|head| head.came_from_cache() && !head.written && head.commit_in_flight().is_none())
     }
 
     /// The stream's stored state (snapshot + tail), loaded from the database and registered
@@ -676,12 +679,8 @@ impl UnitOfWork {
     fn cache_states(&mut self, written: Option<(HashMap<StreamKey, HeadHash>, PendingCommit)>) -> Vec<DueSnapshot> {
         let mut due = Vec::new();
         for (key, mut head) in std::mem::take(&mut self.heads) {
-            let in_flight = head.pending.as_ref().is_some_and(|pending| commit_state(pending) == CommitState::Running);
             let entry = match (&written, head.written) {
                 (Some((hashes, this_commit)), true) => {
-                    if let Some(stripe) = self.stripe_of(&key) {
-                        stripe.note_in_flight(&key, this_commit);
-                    }
                     let hash = hashes[&key].clone();
                     if let Some(snapshot) = head.snapshot.take() {
                         head.snapshot_sequence = snapshot.sequence;
@@ -701,14 +700,17 @@ impl UnitOfWork {
                 (None, _) => head.taken.take(),
                 // So does one only read and still waiting for its own commit: the newest word
                 // on the stream.
-                (Some(_), false) if in_flight => head.taken.take(),
+                (Some(_), false) if head.commit_in_flight().is_some() => head.taken.take(),
                 // A committed state only read from the cache by a unit that commits shows a
                 // stale read only at commit; one read from the database may predate a commit
                 // that another unit of work starts meanwhile, and cached it would outlive it.
                 _ => None,
             };
-            let Some(entry) = entry else { continue };
-            if let Some(stripe) = self.stripe_of(&key) {
+            let Some(stripe) = self.stripe_of(&key) else { continue };
+            if let (Some((_, this_commit)), true) = (&written, head.written) {
+                stripe.note_in_flight(&key, this_commit);
+            }
+            if let Some(entry) = entry {
                 stripe.cached = Some(entry);
             }
         }

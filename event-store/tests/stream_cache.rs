@@ -26,6 +26,13 @@ async fn run(store: &Store, wallet: Uuid, command: WalletCommand) -> Result<Deci
     Ok(executed.aggregate.balance)
 }
 
+/// Commits `uow` in a task of its own, for a commit that waits on one the test holds.
+fn commit_in_background(
+    uow: Box<event_store::UnitOfWork>,
+) -> tokio::task::JoinHandle<Result<event_store::Committed, StoreError>> {
+    tokio::spawn(uow.commit(|_| Outcome::new(200, serde_json::Value::Null)))
+}
+
 async fn stored_balance(store: &Store, wallet: Uuid) -> Decimal {
     store.load_current::<Wallet>(&wallet.to_string()).await.expect("load").aggregate.balance
 }
@@ -158,7 +165,7 @@ async fn deposit_with_held_commit(
     let mut arguments = sqlx::postgres::PgArguments::default();
     sqlx::Arguments::add(&mut arguments, fail).unwrap();
     uow.stage_statement("INSERT INTO held_commits (fail) VALUES ($1)", arguments);
-    tokio::spawn(uow.commit(|_| Outcome::new(200, serde_json::Value::Null)))
+    commit_in_background(uow)
 }
 
 /// A store with a wallet whose first deposit's COMMIT is held: the store, the wallet, the
@@ -209,7 +216,7 @@ async fn the_next_command_on_a_stream_runs_while_the_previous_commit_is_in_fligh
     .unwrap();
     assert_eq!(executed.aggregate.balance, "6.00".parse().unwrap(), "built on the first command's state");
     assert!(!first.is_finished(), "the first commit is still held");
-    let second = tokio::spawn(second.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+    let second = commit_in_background(second);
 
     release_gate(gate).await;
     first.await.unwrap().expect("the first commits");
@@ -226,7 +233,7 @@ async fn a_command_built_on_a_commit_that_fails_fails_with_a_conflict() {
     let mut second = begin(&store).await;
     let executed = second.execute::<Wallet>(&wallet.to_string(), deposit("1.00"), &()).await.unwrap().unwrap();
     assert_eq!(executed.aggregate.balance, "6.00".parse().unwrap());
-    let second = tokio::spawn(second.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+    let second = commit_in_background(second);
 
     release_gate(gate).await;
     assert!(first.await.unwrap().is_err(), "the first commit is refused");
@@ -342,7 +349,7 @@ async fn a_dropped_unit_of_work_leaves_the_cached_state_as_it_took_it() {
     let withdrawn = next.execute::<Wallet>(&wallet.to_string(), withdrawal("4.00"), &()).await;
     let withdrawn = withdrawn.expect("from the cache: no conflict").expect("5.00 pays for 4.00");
     assert_eq!(withdrawn.aggregate.balance, "1.00".parse().unwrap(), "the dropped deposit never happened");
-    let next = tokio::spawn(next.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+    let next = commit_in_background(next);
 
     release_gate(gate).await;
     first.await.unwrap().expect("the first commits");
@@ -360,7 +367,7 @@ async fn a_state_in_flight_that_a_committing_unit_only_read_stays_cached() {
     let look = reader.state::<Wallet>(&wallet.to_string()).await.unwrap();
     assert_eq!(look.balance, "5.00".parse().unwrap(), "the look is the deposit's state in flight");
     reader.execute::<Wallet>(&elsewhere.to_string(), open(elsewhere), &()).await.unwrap().unwrap();
-    let reader = tokio::spawn(reader.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+    let reader = commit_in_background(reader);
 
     let mut next = begin(&store).await;
     let executed = tokio::time::timeout(
@@ -372,7 +379,7 @@ async fn a_state_in_flight_that_a_committing_unit_only_read_stays_cached() {
     .expect("continued from the cached state, no conflict")
     .unwrap();
     assert_eq!(executed.aggregate.balance, "6.00".parse().unwrap());
-    let next = tokio::spawn(next.commit(|_| Outcome::new(200, serde_json::Value::Null)));
+    let next = commit_in_background(next);
 
     release_gate(gate).await;
     first.await.unwrap().expect("the first commits");

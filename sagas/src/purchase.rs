@@ -97,20 +97,19 @@ async fn compensate(
 ) -> Result<StepResult, StoreError> {
     let mut uow = begin_step(store, PURCHASE_SAGA, saga_id, "compensate", attempt_number).await?;
     let release = ListingCommand::ReleaseReservation { purchase_id: saga_id, reason: reason.clone() };
-    let released = uow.execute::<Listing>(&terms.listing_id.to_string(), release, &()).await?;
-    if released.is_err() {
-        // Nothing reserved to release: make sure of it before closing the purchase without.
-        refusal_settled(&uow)?;
-    }
-    if let Ok(listing) = released {
-        // A cancelled or expired listing holds only what purchases in flight may capture.
-        let target = listing.aggregate.hold_target();
-        let resize = WalletCommand::ResizeHold { hold_id: terms.listing_id, remaining: target };
-        if let Some(refusal) = attempt::<Wallet>(&mut uow, terms.seller_carbon_wallet_id, resize).await? {
-            return Err(StoreError::corrupt(format!(
-                "purchase {saga_id}: the seller's hold refused to shrink: {refusal}"
-            )));
+    match uow.execute::<Listing>(&terms.listing_id.to_string(), release, &()).await? {
+        Ok(listing) => {
+            // A cancelled or expired listing holds only what purchases in flight may capture.
+            let target = listing.aggregate.hold_target();
+            let resize = WalletCommand::ResizeHold { hold_id: terms.listing_id, remaining: target };
+            if let Some(refusal) = attempt::<Wallet>(&mut uow, terms.seller_carbon_wallet_id, resize).await? {
+                return Err(StoreError::corrupt(format!(
+                    "purchase {saga_id}: the seller's hold refused to shrink: {refusal}"
+                )));
+            }
         }
+        // Nothing reserved to release: make sure of it before closing the purchase without.
+        Err(_) => refusal_settled(&uow)?,
     }
     let release_funds = WalletCommand::ReleaseHold { hold_id: saga_id };
     if let Some(refusal) = attempt::<Wallet>(&mut uow, terms.buyer_cash_wallet_id, release_funds).await? {

@@ -253,7 +253,7 @@ async fn no_double_posting(pool: &PgPool) -> anyhow::Result<Problems> {
     for (wallet, id, kind, count) in lines {
         problems.push(format!("wallet {wallet}: {count} statement lines {kind} of {id}"));
     }
-    // The relay's message id is the position: a posting row must belong to a stored event.
+    // Postings are keyed by their event's position: a posting row must belong to a stored event.
     let orphans: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT p.position FROM rm_postings p WHERE NOT EXISTS \
            (SELECT 1 FROM events e WHERE e.position = p.position) ORDER BY 1",

@@ -96,6 +96,13 @@ async fn stored_events(pool: &PgPool) -> Vec<RecordedEvent> {
     texts.iter().map(|text| RecordedEvent::from_canonical(text).expect("canonical event parses")).collect()
 }
 
+/// Every stored event's hash, by position: what the relay's deduplication ids are made of.
+async fn stored_hashes(pool: &PgPool) -> BTreeMap<i64, Vec<u8>> {
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT position, hash FROM events").fetch_all(pool).await.expect("event hashes");
+    rows.into_iter().collect()
+}
+
 /// Wallet id, transaction id and amount of every `Deposited` event in the store.
 async fn stored_deposits(pool: &PgPool) -> Vec<(Uuid, Uuid, Decimal)> {
     let mut deposits = Vec::new();
@@ -403,11 +410,12 @@ async fn wait_for_projection_acks(stream: &jetstream::stream::Stream, sequence: 
     .await;
 }
 
-/// Publishes as the relay would; `message_id: false` sends a repeat JetStream cannot dedupe.
-async fn publish(js: &jetstream::Context, bus: &Bus, message: &PublishedEvent, message_id: bool) -> u64 {
+/// Publishes as the relay would (with the event's deduplication id); `message_id: None` sends
+/// a repeat JetStream cannot dedupe.
+async fn publish(js: &jetstream::Context, bus: &Bus, message: &PublishedEvent, message_id: Option<String>) -> u64 {
     let mut headers = async_nats::HeaderMap::new();
-    if message_id {
-        headers.insert("Nats-Msg-Id", bus.message_id(message.event.position).as_str());
+    if let Some(id) = message_id {
+        headers.insert("Nats-Msg-Id", id.as_str());
     }
     let payload = serde_json::to_vec(message).expect("serialises");
     let ack = js
@@ -455,10 +463,12 @@ async fn projections_fill_a_dropped_message_and_a_swapped_pair_from_postgres() {
     let at = order.iter().position(|&i| i == swapped).expect("swapped index sent");
     order.swap(at, at + 1);
     // The watermark stays at 0 while messages are sent: only the message path can apply them.
+    let hashes = stored_hashes(&app.db.pool).await;
     for i in order {
-        publish(&js, &bus, &messages[i], true).await;
+        let position = messages[i].event.position;
+        publish(&js, &bus, &messages[i], Some(bus.message_id(position, &hashes[&position]))).await;
     }
-    let last_sequence = publish(&js, &bus, &messages[0], false).await;
+    let last_sequence = publish(&js, &bus, &messages[0], None).await;
     app.wait_for_projections(head).await;
     wait_for_projection_acks(&stream, last_sequence).await;
     assert_eq!(published_position(&app.db.pool).await, 0, "the projections got there from messages alone");
@@ -575,7 +585,12 @@ async fn a_sigkill_right_after_a_burst_of_deposits_loses_and_doubles_nothing() {
 // ---------------------------------------------------------------------------------------------
 
 /// Collects published messages from the start of the stream until `last` arrives.
-async fn collect_until(messages: &mut consumer::pull::Stream, bus: &Bus, last: i64) -> Vec<PublishedEvent> {
+async fn collect_until(
+    messages: &mut consumer::pull::Stream,
+    bus: &Bus,
+    hashes: &BTreeMap<i64, Vec<u8>>,
+    last: i64,
+) -> Vec<PublishedEvent> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut received = Vec::new();
     loop {
@@ -586,8 +601,8 @@ async fn collect_until(messages: &mut consumer::pull::Stream, bus: &Bus, last: i
             .expect("a message");
         let published: PublishedEvent = serde_json::from_slice(&message.payload).expect("a PublishedEvent");
         let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_string());
-        assert_eq!(id, Some(bus.message_id(published.event.position)), "deduplication id");
         let position = published.event.position;
+        assert_eq!(id, Some(bus.message_id(position, &hashes[&position])), "deduplication id");
         received.push(published);
         if position >= last {
             return received;
@@ -619,7 +634,8 @@ async fn the_relay_publishes_concurrent_commits_in_position_order_with_an_unbrok
     futures::future::join_all(deposits).await;
     let head = app.head_position().await;
 
-    let received = collect_until(&mut messages, &bus, head).await;
+    let hashes = stored_hashes(&app.db.pool).await;
+    let received = collect_until(&mut messages, &bus, &hashes, head).await;
     let mut previous = 0;
     for message in &received {
         assert_eq!(message.prev_position, previous, "prev_position of message at {}", message.event.position);
@@ -632,6 +648,34 @@ async fn the_relay_publishes_concurrent_commits_in_position_order_with_an_unbrok
         positions(&app.db.pool, "SELECT position FROM events ORDER BY position").await,
         "every event published once"
     );
+}
+
+/// A database restored from a backup, or a replica promoted after losing its last commits,
+/// gives new events positions that were published under the same prefix a moment ago.
+/// JetStream must store them, not drop them as repeats of the events it had at those positions.
+#[tokio::test]
+async fn a_new_history_under_a_prefix_in_use_is_published_whole_not_dropped_as_repeats() {
+    let first = TestApp::spawn().await;
+    let admin = first.admin().await;
+    let alice = first.register("alice").await;
+    first.deposit(&admin, alice.wallet("EUR"), "1.00").await;
+    let first_head = wait_for_published_head(&first.db.pool).await;
+    let first_events = stored_events(&first.db.pool).await.len() as u64;
+    let (_, prefix) = first.stop();
+
+    let second = TestApp::spawn_on(TestDb::create().await, prefix.clone(), SpawnOptions::default()).await;
+    let admin = second.admin().await;
+    let bob = second.register("bob").await;
+    second.deposit(&admin, bob.wallet("EUR"), "2.00").await;
+    let second_head = wait_for_published_head(&second.db.pool).await;
+    let second_events = stored_events(&second.db.pool).await.len() as u64;
+    assert!(second_head >= first_head, "the new history reuses every published position: {second_head} < {first_head}");
+
+    let js = jetstream::new(async_nats::connect(nats_url()).await.expect("NATS"));
+    let mut stream = Bus::new(&prefix).expect("valid prefix").ensure_stream(&js).await.expect("stream");
+    let stored = stream.info().await.expect("stream info").state.messages;
+    assert_eq!(stored, first_events + second_events, "messages in the stream: both histories, each event once");
+    second.wait_for_projections(second_head).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ use async_nats::jetstream::{self, stream};
 const STREAM_AGE_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Window in which JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Bytes of an event's hash in its deduplication id: enough to tell apart two events stored
+/// at one position, short enough to keep the id small.
+const MESSAGE_ID_HASH_BYTES: usize = 8;
 
 /// Subject prefix and the names derived from it, so parallel tests and deployments share a
 /// NATS server without seeing each other.
@@ -44,9 +47,16 @@ impl Bus {
         format!("{}.events.>", self.prefix)
     }
 
-    /// The deduplication id of the event at `position`.
-    pub fn message_id(&self, position: i64) -> String {
-        format!("{}:{position}", self.prefix)
+    /// The deduplication id of the event at `position` whose hash is `hash`: the same event
+    /// published again gets the same id, so JetStream drops the repeat. The hash is part of it
+    /// because a position alone does not name one event: a database restored from a backup,
+    /// recreated, or a replica promoted after losing its last commits gives new events the
+    /// positions of events already published under this prefix, and JetStream would drop
+    /// those as repeats for its whole duplicate window (the projector then learns of them
+    /// only from its catch-up poll).
+    pub fn message_id(&self, position: i64, hash: &[u8]) -> String {
+        let hash_prefix = &hash[..hash.len().min(MESSAGE_ID_HASH_BYTES)];
+        format!("{}:{position}:{}", self.prefix, hex::encode(hash_prefix))
     }
 
     /// Creates the events stream when missing (the code owns it, not an operator).

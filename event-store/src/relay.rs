@@ -152,7 +152,7 @@ impl Relay {
             let payload = PublishedEvent::message(prev_position, &event.canonical);
             prev_position = event.position;
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", self.bus.message_id(event.position).as_str());
+            headers.insert("Nats-Msg-Id", self.bus.message_id(event.position, &event.hash).as_str());
             let subject = self.bus.event_subject(&event.aggregate_type);
             let ack =
                 js.publish_with_headers(subject, headers, payload.into()).await.map_err(StoreError::nats_error)?;

@@ -350,8 +350,11 @@ impl Store {
 
     /// The striped lock a stream queues on in this process.
     pub(crate) fn stream_stripe(&self, (aggregate_type, aggregate_id): &(&'static str, String)) -> usize {
+        // Each part hashed as it is (a `str` hash ends with a terminator, so the two parts
+        // cannot run into each other): no string built per lookup.
         let mut hasher = DefaultHasher::new();
-        format!("{aggregate_type}/{aggregate_id}").hash(&mut hasher);
+        aggregate_type.hash(&mut hasher);
+        aggregate_id.hash(&mut hasher);
         (hasher.finish() as usize) % STREAM_LOCK_STRIPES
     }
 

@@ -349,7 +349,7 @@ impl Store {
     }
 
     /// The striped lock a stream queues on in this process.
-    pub(crate) fn stream_stripe(&self, (aggregate_type, aggregate_id): &(&'static str, String)) -> usize {
+    pub(crate) fn stream_stripe(&self, aggregate_type: &str, aggregate_id: &str) -> usize {
         // Each part hashed as it is (a `str` hash ends with a terminator, so the two parts
         // cannot run into each other): no string built per lookup.
         let mut hasher = DefaultHasher::new();
@@ -362,7 +362,7 @@ impl Store {
     /// for tests of what follows.
     #[doc(hidden)]
     pub fn share_a_stripe(&self, (a_type, a_id): (&'static str, &str), (b_type, b_id): (&'static str, &str)) -> bool {
-        self.stream_stripe(&(a_type, a_id.to_string())) == self.stream_stripe(&(b_type, b_id.to_string()))
+        self.stream_stripe(a_type, a_id) == self.stream_stripe(b_type, b_id)
     }
 
     /// Takes stripe `index`, waiting at most `STREAM_LOCK_WAIT_MAX`, or

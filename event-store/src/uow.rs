@@ -253,8 +253,7 @@ impl UnitOfWork {
     /// stream.
     pub async fn hold_streams(&mut self, streams: &[(&'static str, &str)]) -> Result<(), StoreError> {
         let nested = !self.stream_locks.is_empty();
-        let mut stripes: Vec<usize> =
-            streams.iter().map(|(kind, id)| self.store.stream_stripe(&(*kind, id.to_string()))).collect();
+        let mut stripes: Vec<usize> = streams.iter().map(|(kind, id)| self.store.stream_stripe(kind, id)).collect();
         stripes.sort_unstable();
         stripes.dedup();
         for stripe in stripes {
@@ -455,7 +454,7 @@ impl UnitOfWork {
     /// Takes the stream's in-process stripe (once: streams of one unit of work may share one)
     /// and returns its cache slot.
     async fn hold_stripe(&mut self, stream: &StreamKey) -> Result<&mut StripeGuard, StoreError> {
-        let stripe = self.store.stream_stripe(stream);
+        let stripe = self.store.stream_stripe(stream.0, &stream.1);
         let held = match self.stream_locks.iter().position(|(held, _)| *held == stripe) {
             Some(held) => held,
             None => {
@@ -720,7 +719,7 @@ impl UnitOfWork {
     /// The stripe of a stream, if this unit of work holds it (it does for every stream it
     /// touched until it lets go of them at commit).
     fn stripe_of(&mut self, stream: &StreamKey) -> Option<&mut StripeGuard> {
-        let stripe = self.store.stream_stripe(stream);
+        let stripe = self.store.stream_stripe(stream.0, &stream.1);
         self.stream_locks.iter_mut().find(|(held, _)| *held == stripe).map(|(_, guard)| guard)
     }
 }

@@ -1,7 +1,7 @@
 //! Projection checkpoints, moved in the same transaction as the projection's writes.
 
 use event_store::StoreError;
-use sqlx::PgConnection;
+use sqlx::{Executor, PgConnection};
 
 /// The position `name` has applied up to (0 when it never ran), in the search path's schema.
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<i64, StoreError> {
@@ -41,30 +41,28 @@ pub(crate) async fn advance(
     }
 }
 
-/// Moves each `(name, expected)` checkpoint to `position` in one statement. Fails with
-/// `Conflict` when any of them was moved by someone else (a rebuild): the caller's
-/// transaction must then roll back and reload.
-pub(crate) async fn advance_all(
+/// Begins a transaction and moves each `(name, expected)` checkpoint to `position` in it, in
+/// one round trip: the projector's batches are short, and a `BEGIN` of their own was one of
+/// their eight or nine round trips (a batch of deposits). Fails with `Conflict` when any of them was moved by someone else (a rebuild);
+/// the caller must then roll back (as after any error here) and reload.
+pub(crate) async fn begin_moving_checkpoints(
     conn: &mut PgConnection,
     moves: &[(&'static str, i64)],
     position: i64,
 ) -> Result<(), StoreError> {
-    if moves.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = moves.iter().map(|(name, _)| *name).collect();
-    let expected: Vec<i64> = moves.iter().map(|(_, expected)| *expected).collect();
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints c SET position = $3 \
-         FROM UNNEST($1::text[], $2::bigint[]) AS m(name, expected) \
-         WHERE c.name = m.name AND c.position = m.expected",
-    )
-    .bind(names)
-    .bind(expected)
-    .bind(position)
-    .execute(&mut *conn)
-    .await?;
-    match moved.rows_affected() as usize == moves.len() {
+    // Two statements in one message need the simple query protocol, which takes no
+    // parameters: the names are the projections' own constants and the positions integers,
+    // written into the text (the names quoted as SQL literals all the same).
+    let expected: Vec<String> =
+        moves.iter().map(|(name, expected)| format!("('{}', {expected}::bigint)", name.replace('\'', "''"))).collect();
+    let sql = format!(
+        "BEGIN; UPDATE projection_checkpoints c SET position = {position} \
+         FROM (VALUES {}) AS m(name, expected) \
+         WHERE c.name = m.name AND c.position = m.expected RETURNING c.name",
+        expected.join(", ")
+    );
+    let moved = conn.fetch_all(sql.as_str()).await?;
+    match moved.len() == moves.len() {
         true => Ok(()),
         false => Err(StoreError::Conflict),
     }

@@ -228,6 +228,10 @@ pub async fn rebuild_live(store: &Store, projections: &[Arc<dyn Projection>]) ->
     let report = replay_into_schema(store, projections, REBUILD_SCHEMA, i64::MAX).await?;
     let mut conn = store.pool().acquire().await?;
     let mut tx = conn.begin().await?;
+    // The live projector moves its checkpoints first in each batch, then writes the tables:
+    // locking them in the same order here (the checkpoints first) leaves no deadlock between
+    // the two. The lock waits for the projector's batch in flight and holds back the next.
+    sqlx::query("LOCK TABLE public.projection_checkpoints IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
     for projection in projections {
         for table in projection.tables() {
             sqlx::query(&format!("LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use event_store::{Bus, PublishedEvent, RecordedEvent, Store, StoreError};
 use futures::{FutureExt, StreamExt};
-use sqlx::PgConnection;
+use sqlx::{Executor, PgConnection};
 
-use crate::checkpoint::{advance_all, checkpoint};
+use crate::checkpoint::{begin_moving_checkpoints, checkpoint};
 use crate::Projection;
 
 /// Events applied per transaction while catching up from Postgres.
@@ -196,21 +196,17 @@ async fn apply_all(
     events: &[RecordedEvent],
 ) -> Result<(), StoreError> {
     let last = events.last().expect("a batch is never empty").position;
-    let result = async {
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let mut moves = Vec::with_capacity(tracked.len());
-        for t in tracked.iter() {
-            let unapplied = events.partition_point(|e| e.position <= t.position);
-            if unapplied < events.len() {
-                t.projection.apply_batch(&mut tx, &events[unapplied..]).await?;
-                moves.push((t.projection.name(), t.position));
-            }
-        }
-        advance_all(&mut tx, &moves, last).await?;
-        tx.commit().await?;
-        Ok::<(), StoreError>(())
+    let moves: Vec<(&'static str, i64)> =
+        tracked.iter().filter(|t| t.position < last).map(|t| (t.projection.name(), t.position)).collect();
+    if moves.is_empty() {
+        return Ok(());
     }
-    .await;
+    let result = apply_in_transaction(conn, tracked, &moves, events).await;
+    // A failed statement left the transaction aborted. When its ROLLBACK fails too, the
+    // connection is broken: the projector starts over on a new one, reporting the first error.
+    if result.is_err() && conn.execute("ROLLBACK").await.is_err() {
+        return result;
+    }
     match result {
         Ok(()) => {
             for t in tracked.iter_mut() {
@@ -226,6 +222,25 @@ async fn apply_all(
         }
         Err(error) => Err(error),
     }
+}
+
+/// The transaction of [`apply_all`]: checkpoints moved, then each projection's unseen events.
+async fn apply_in_transaction(
+    conn: &mut PgConnection,
+    tracked: &[Tracked],
+    moves: &[(&'static str, i64)],
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    let last = events.last().expect("a batch is never empty").position;
+    begin_moving_checkpoints(conn, moves, last).await?;
+    for t in tracked {
+        if t.position < last {
+            let unapplied = events.partition_point(|e| e.position <= t.position);
+            t.projection.apply_batch(conn, &events[unapplied..]).await?;
+        }
+    }
+    conn.execute("COMMIT").await?;
+    Ok(())
 }
 
 /// The message just received and every one already buffered behind it (bounded), so a burst

@@ -6,6 +6,7 @@ mod common;
 
 use std::future::Future;
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{eventually, Reply, SpawnOptions, TestApp, TestUser, PASSWORD};
 use domain::wallet::Wallet;
@@ -614,15 +615,15 @@ async fn a_live_rebuild_during_deposits_loses_none_and_applies_none_twice() {
     let app = TestApp::spawn().await;
     let mix = mix(&app).await;
     let wallet = mix.bob.wallet("USD");
-    let rebuilt = std::sync::atomic::AtomicBool::new(false);
+    let rebuilt = AtomicBool::new(false);
     let rebuild = async {
         let output = ecoledger(&app, &["replay", "--projection", "all"]).await;
-        rebuilt.store(true, std::sync::atomic::Ordering::SeqCst);
+        rebuilt.store(true, Ordering::SeqCst);
         output
     };
     let deposits = async {
         let mut positions = Vec::new();
-        while !rebuilt.load(std::sync::atomic::Ordering::SeqCst) || positions.is_empty() {
+        while !rebuilt.load(Ordering::SeqCst) || positions.is_empty() {
             positions.push(app.deposit(&mix.admin, wallet, "1.00").await.position());
         }
         positions

@@ -43,8 +43,9 @@ pub(crate) async fn advance(
 
 /// Begins a transaction and moves each `(name, expected)` checkpoint to `position` in it, in
 /// one round trip: the projector's batches are short, and a `BEGIN` of their own was one of
-/// their eight or nine round trips (a batch of deposits). Fails with `Conflict` when any of them was moved by someone else (a rebuild);
-/// the caller must then roll back (as after any error here) and reload.
+/// their nine round trips (a batch of deposits). Fails with `Conflict` when any of them was
+/// moved by someone else (a rebuild); the caller must then roll back (as after any error
+/// here) and reload.
 pub(crate) async fn begin_moving_checkpoints(
     conn: &mut PgConnection,
     moves: &[(&'static str, i64)],

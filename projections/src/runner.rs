@@ -196,12 +196,11 @@ async fn apply_all(
     events: &[RecordedEvent],
 ) -> Result<(), StoreError> {
     let last = events.last().expect("a batch is never empty").position;
-    let moves: Vec<(&'static str, i64)> =
-        tracked.iter().filter(|t| t.position < last).map(|t| (t.projection.name(), t.position)).collect();
-    if moves.is_empty() {
+    let behind: Vec<&Tracked> = tracked.iter().filter(|t| t.position < last).collect();
+    if behind.is_empty() {
         return Ok(());
     }
-    let result = apply_in_transaction(conn, tracked, &moves, events).await;
+    let result = apply_in_transaction(conn, &behind, events, last).await;
     // A failed statement left the transaction aborted. When its ROLLBACK fails too, the
     // connection is broken: the projector starts over on a new one, reporting the first error.
     if result.is_err() && conn.execute("ROLLBACK").await.is_err() {
@@ -224,20 +223,19 @@ async fn apply_all(
     }
 }
 
-/// The transaction of [`apply_all`]: checkpoints moved, then each projection's unseen events.
+/// The transaction of [`apply_all`]: the checkpoints of the projections `behind` `last` moved
+/// to it, then each one's unseen events applied.
 async fn apply_in_transaction(
     conn: &mut PgConnection,
-    tracked: &[Tracked],
-    moves: &[(&'static str, i64)],
+    behind: &[&Tracked],
     events: &[RecordedEvent],
+    last: i64,
 ) -> Result<(), StoreError> {
-    let last = events.last().expect("a batch is never empty").position;
-    begin_moving_checkpoints(conn, moves, last).await?;
-    for t in tracked {
-        if t.position < last {
-            let unapplied = events.partition_point(|e| e.position <= t.position);
-            t.projection.apply_batch(conn, &events[unapplied..]).await?;
-        }
+    let moves: Vec<(&'static str, i64)> = behind.iter().map(|t| (t.projection.name(), t.position)).collect();
+    begin_moving_checkpoints(conn, &moves, last).await?;
+    for t in behind {
+        let unapplied = events.partition_point(|e| e.position <= t.position);
+        t.projection.apply_batch(conn, &events[unapplied..]).await?;
     }
     conn.execute("COMMIT").await?;
     Ok(())
